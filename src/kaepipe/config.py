@@ -1,0 +1,114 @@
+"""Configuration: loading, schema validation with errors that name the key, and derived settings."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kaepipe.errors import ConfigError
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file, naming the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    return data
+
+
+def key_path(parts) -> str:
+    """Dotted name of a config key from a jsonschema path, e.g. datasets.mnist.base.epochs."""
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def schema_errors(config: Mapping, schema: Mapping) -> list[str]:
+    """Every schema violation of `config`, one line each, naming the key and the allowed values."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = key_path(err.absolute_path)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            lines.append(f"config key '{where}': {err.message}" + (f"; allowed keys: {allowed}" if allowed else ""))
+        elif err.validator == "enum":
+            lines.append(f"config key '{where}': {err.instance!r} is not one of the allowed values {err.validator_value}")
+        else:
+            lines.append(f"config key '{where}': {err.message}")
+    return lines
+
+
+def validate_config(config: Mapping, schema_path: str | Path) -> None:
+    """Validate a config against the JSON schema and the cross-key rules; raise ConfigError listing all problems."""
+    problems = schema_errors(config, load_yaml(schema_path))
+    if not problems:
+        problems = semantic_errors(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def semantic_errors(config: Mapping) -> list[str]:
+    """Problems a JSON schema cannot express: cross references between keys."""
+    problems = []
+    datasets = config.get("datasets", {})
+    for name in config.get("run", []):
+        if name not in datasets:
+            problems.append(f"config key 'run': unknown dataset '{name}'; defined datasets: {sorted(datasets)}")
+    for name, ds in datasets.items():
+        kae = ds.get("kae")
+        if kae and kae.get("main_lambda_iso") not in kae.get("lambda_iso", []):
+            problems.append(f"config key 'datasets.{name}.kae.main_lambda_iso': {kae.get('main_lambda_iso')} "
+                            f"is not in the grid datasets.{name}.kae.lambda_iso = {kae.get('lambda_iso')}")
+        if ds.get("source") == "yinyang" and ds.get("classes") != 3:
+            problems.append(f"config key 'datasets.{name}.classes': Yin-Yang has 3 classes, got {ds.get('classes')}")
+        if ds.get("source") in ("mnist", "fashion_mnist") and ds.get("classes") != 10:
+            problems.append(f"config key 'datasets.{name}.classes': {ds['source']} has 10 classes, got {ds.get('classes')}")
+    return problems
+
+
+def check_semantics(config: Mapping) -> None:
+    """Raise ConfigError for cross-key problems (used after snakemake.utils.validate)."""
+    problems = semantic_errors(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def lambda_tag(value: float) -> str:
+    """Path-friendly text of an isometry weight: 1, 0.1, 0.001, 0.0001, 0."""
+    return f"{float(value):g}"
+
+
+def dataset_root(config: Mapping, name: str) -> str | None:
+    """The IDX folder of a dataset: the top-level `<source>_root` override, else its `root` key."""
+    ds = config["datasets"][name]
+    override = config.get(f"{ds['source']}_root")
+    return override or ds.get("root")
+
+
+def merged(base: Mapping, override: Mapping) -> dict:
+    """Deep-merge two mappings (override wins); used to derive tiny test configs from the default."""
+    out = copy.deepcopy(dict(base))
+    for k, v in override.items():
+        out[k] = merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
+
+
+def dataset_config(config: Mapping, name: str) -> dict[str, Any]:
+    """The settings of one dataset with its resolved IDX root and the global device."""
+    if name not in config.get("datasets", {}):
+        raise ConfigError(f"unknown dataset '{name}'; defined datasets: {sorted(config.get('datasets', {}))}")
+    ds = copy.deepcopy(config["datasets"][name])
+    ds["name"] = name
+    ds["root"] = dataset_root(config, name)
+    return ds

@@ -1,0 +1,204 @@
+"""Reading and writing results: atomic files, Parquet, safetensors, JSON and provenance."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kaepipe.errors import DataError
+
+PathLike = str | os.PathLike
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` that is renamed onto it only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text(text: str, path: PathLike) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(obj: Any, path: PathLike) -> None:
+    """Write JSON atomically, with sorted keys so equal objects give equal bytes."""
+    write_text(json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n", path)
+
+
+def read_json(path: PathLike) -> Any:
+    """Read a JSON file, naming the file when it is missing or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and tuples into plain JSON types."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_parquet(df: pd.DataFrame, path: PathLike, metadata: Mapping[str, Any] | None = None) -> None:
+    """Write a DataFrame to Parquet atomically, with optional JSON metadata in the schema."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged[b"kaepipe"] = json.dumps(to_jsonable(metadata), sort_keys=True).encode()
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_parquet(path: PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a Parquet file and check that it has the `required` columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing expected column(s) {missing}; found {list(df.columns)[:12]}")
+    return df
+
+
+def parquet_metadata(path: PathLike) -> dict[str, Any]:
+    """Return the kaepipe metadata stored in a Parquet file's schema (empty if none)."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"kaepipe")
+    return json.loads(raw) if raw else {}
+
+
+def save_safetensors(tensors: Mapping[str, Any], path: PathLike, metadata: Mapping[str, Any] | None = None) -> None:
+    """Save tensors to safetensors atomically; metadata values are stored as JSON strings."""
+    import torch
+    from safetensors.torch import save_file
+
+    flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
+            for k, v in tensors.items()}
+    meta = {str(k): (v if isinstance(v, str) else json.dumps(to_jsonable(v), sort_keys=True))
+            for k, v in (metadata or {}).items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
+
+
+def load_safetensors(path: PathLike) -> tuple[dict[str, Any], dict[str, str]]:
+    """Load all tensors and the raw metadata strings of a safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
+    return tensors, meta
+
+
+def decode_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
+    """Decode safetensors metadata strings written by `save_safetensors` (plain strings pass through)."""
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            out[k] = v
+    return out
+
+
+def save_torch(obj: Any, path: PathLike) -> None:
+    """Save a torch object (e.g. a dict of tensors) atomically."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: PathLike) -> Any:
+    """Load a torch file saved by `save_torch` (tensors only, no pickled code)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable torch file ({exc})") from exc
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """Return the git commit of the working directory's repository, or 'unknown'."""
+    for where in (Path.cwd(), Path(__file__).resolve().parent):
+        try:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                                 text=True, timeout=10, check=True)
+            return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that determine kaepipe's numbers."""
+    import kaepipe
+
+    versions = {"kaepipe": kaepipe.__version__, "python": platform.python_version(),
+                "numpy": np.__version__, "pandas": pd.__version__}
+    for name in ("torch", "gudhi", "scipy", "pyarrow", "snakemake"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a result depends on: the config values, the code version and the library versions."""
+    return {"config": to_jsonable(dict(config or {})), "git_commit": git_commit(),
+            "versions": library_versions()}

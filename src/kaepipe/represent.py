@@ -1,0 +1,168 @@
+"""Layer representations and their preprocessing (centre, SVD projection, Frobenius scale, Procrustes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kaepipe.errors import DataError
+from kaepipe.io import load_safetensors, save_safetensors
+
+
+@dataclass
+class LayerTransform:
+    """The fitted preprocessing of one layer: x -> ((x - mean) @ directions.T / scale) @ align."""
+
+    mean: np.ndarray  # (d,)
+    directions: np.ndarray  # (q, d), one direction per row
+    scale: float  # s_i = ||X_train||_F / frobenius after projection
+    align: np.ndarray  # (q, q) orthogonal Procrustes rotation (identity for the last layer)
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Map raw representations (n, d) to the preprocessed space (n, q)."""
+        x = np.asarray(x, dtype=np.float64)
+        return ((x - self.mean) @ self.directions.T / self.scale) @ self.align
+
+    def invert(self, z: np.ndarray) -> np.ndarray:
+        """Map preprocessed points back to the raw space (exact when q = d and align = I)."""
+        z = np.asarray(z, dtype=np.float64)
+        return (z @ self.align.T * self.scale) @ self.directions + self.mean
+
+
+def sign_fixed_directions(x_centred: np.ndarray, q: int) -> np.ndarray:
+    """Top-q right singular vectors (rows), each signed so its largest-magnitude entry is positive."""
+    _, _, vt = np.linalg.svd(x_centred, full_matrices=False)
+    vt = vt[:q]
+    pivot = vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)]
+    return vt * np.where(pivot < 0, -1.0, 1.0)[:, None]
+
+
+def procrustes(a: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Orthogonal R minimising ||a R - anchor||_F: with anchor^T a = U S V^T, R = V U^T."""
+    u, _, vt = np.linalg.svd(anchor.T @ a)
+    return vt.T @ u.T
+
+
+def fit_preprocessing(layers: Sequence[np.ndarray], pca_dim: int | None = None,
+                      frobenius: float = 100.0) -> list[LayerTransform]:
+    """Fit the per-layer preprocessing on training representations, aligned to the last layer."""
+    projected, partial = [], []
+    for x in layers:
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        q = min(pca_dim or x.shape[1], x.shape[1], len(x))
+        mean = x.mean(axis=0)
+        v = sign_fixed_directions(x - mean, q)
+        a = (x - mean) @ v.T
+        scale = float(np.linalg.norm(a) / frobenius)
+        if scale == 0.0:
+            raise DataError("a layer's training representations are constant; cannot scale them")
+        projected.append(a / scale)
+        partial.append((mean, v, scale))
+    anchor = projected[-1]
+    out = []
+    for i, (a, (mean, v, scale)) in enumerate(zip(projected, partial)):
+        if i == len(projected) - 1 or a.shape[1] != anchor.shape[1]:
+            align = np.eye(a.shape[1])
+        else:
+            align = procrustes(a, anchor)
+        out.append(LayerTransform(mean, v, scale, align))
+    return out
+
+
+def save_preprocessing(transforms: Sequence[LayerTransform], path: str | Path, metadata: dict | None = None) -> None:
+    """Save transforms in the reference format: means_i, directions_i, norm_i, align_i (not for the last)."""
+    tensors = {}
+    last = len(transforms) - 1
+    for i, t in enumerate(transforms):
+        tensors[f"means_{i}"] = torch.from_numpy(t.mean[None, :].copy())
+        tensors[f"directions_{i}"] = torch.from_numpy(t.directions.copy())
+        tensors[f"norm_{i}"] = torch.tensor(t.scale, dtype=torch.float64)
+        if i != last:
+            tensors[f"align_{i}"] = torch.from_numpy(t.align.copy())
+    save_safetensors(tensors, path, {"n_layers": len(transforms), **(metadata or {})})
+
+
+def load_preprocessing(path: str | Path, layers: Sequence[int] | None = None) -> dict[int, LayerTransform]:
+    """Load transforms saved by `save_preprocessing` or by the paper's code, keyed by layer index."""
+    tensors, _ = load_safetensors(path)
+    idx = sorted({int(k.split("_")[-1]) for k in tensors if k.startswith("means_")})
+    if not idx:
+        raise DataError(f"{path}: no 'means_i' tensors; not a preprocessing file")
+    last = max(idx)
+    out = {}
+    for i in layers if layers is not None else idx:
+        try:
+            mean = tensors[f"means_{i}"].double().numpy().reshape(-1)
+            directions = tensors[f"directions_{i}"].double().numpy()
+            scale = float(tensors[f"norm_{i}"].double().reshape(-1)[0])
+        except KeyError as exc:
+            raise DataError(f"{path}: missing tensor {exc} for layer {i}") from exc
+        q = directions.shape[0]
+        align = (tensors[f"align_{i}"].double().numpy() if f"align_{i}" in tensors and i != last
+                 else np.eye(q))
+        out[i] = LayerTransform(mean, directions, scale, align)
+    return out
+
+
+def reps_frame(layers: Sequence[np.ndarray], labels: np.ndarray, prefix: str = "h") -> pd.DataFrame:
+    """Long table of representations: one row per sample and layer, `sample`, `label`, `layer`, h0..."""
+    n = len(labels)
+    width = layers[0].shape[1]
+    if any(l.shape != (n, width) for l in layers):
+        raise ValueError("all layers must have shape (n_samples, width)")
+    stacked = np.concatenate([np.asarray(l, dtype=np.float32) for l in layers])
+    df = pd.DataFrame(stacked, columns=[f"{prefix}{i}" for i in range(width)])
+    df.insert(0, "layer", np.repeat(np.arange(len(layers), dtype=np.int64), n))
+    df.insert(0, "label", np.tile(labels.astype(np.int64), len(layers)))
+    df.insert(0, "sample", np.tile(np.arange(n, dtype=np.int64), len(layers)))
+    return df
+
+
+def layer_tensors(model, x: np.ndarray, device: torch.device) -> np.ndarray:
+    """Representations L0..LB of a frozen network for inputs x, stacked as float32 (layers, n, width)."""
+    from kaepipe.models import record_layers
+
+    model = model.to(device).eval()
+    layers = record_layers(model, torch.as_tensor(x, device=device))
+    return torch.stack(layers).cpu().numpy().astype(np.float32)
+
+
+def load_reps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Raw layer representations (layers, n, width) and labels from a `.pt` file of the reps rule."""
+    from kaepipe.io import load_torch
+
+    obj = load_torch(path)
+    if not isinstance(obj, dict) or "layers" not in obj or "labels" not in obj:
+        raise DataError(f"{path}: expected a dict with 'layers' and 'labels'")
+    return obj["layers"].numpy(), obj["labels"].numpy()
+
+
+def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dict, out_pt: dict,
+                        out_preprocessing: str, device: torch.device, log=print) -> None:
+    """Record every layer of the frozen base network on each split, write them, and fit the preprocessing."""
+    from kaepipe.base import load_base_model
+    from kaepipe.data import read_split
+    from kaepipe.io import provenance, save_torch, write_parquet
+
+    model = load_base_model(model_path)
+    reps = {}
+    for split, path in split_paths.items():
+        x, y = read_split(path)
+        reps[split] = (layer_tensors(model, x, device), y)
+        log(f"{split}: {reps[split][0].shape[0]} layers x {reps[split][0].shape[1]} samples x "
+            f"{reps[split][0].shape[2]} features")
+    pre = ds.get("preprocess", {})
+    transforms = fit_preprocessing(list(reps["train"][0]), pre.get("pca_dim"), pre.get("frobenius", 100.0))
+    prov = provenance({"dataset": ds["name"], "preprocess": pre, "base": ds["base"]})
+    save_preprocessing(transforms, out_preprocessing, {"dataset": ds["name"], "provenance": prov})
+    for split, (layers, y) in reps.items():
+        save_torch({"layers": torch.from_numpy(layers), "labels": torch.from_numpy(y)}, out_pt[split])
+        write_parquet(reps_frame(list(layers), y), out_parquet[split], {"dataset": ds["name"], "split": split})
+    last = transforms[-1]
+    err = np.abs(last.invert(last.apply(reps["train"][0][-1])) - reps["train"][0][-1]).max()
+    log(f"preprocessing: q = {last.directions.shape[0]}, last-layer inverse max error {err:.2e}")

@@ -1,0 +1,73 @@
+"""Configuration: the shipped configs validate; each kind of bad value is refused with the key named."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from kaepipe.config import dataset_config, lambda_tag, load_yaml, merged, validate_config
+from kaepipe.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def default(repo):
+    return load_yaml(repo / "config.yaml")
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config/paper.yaml", "tests/config/tiny.yaml"])
+def test_shipped_configs_are_valid(repo, schema_path, name):
+    cfg = load_yaml(repo / name)
+    if name.startswith("tests"):
+        cfg = merged(load_yaml(repo / "config.yaml"), cfg)
+    validate_config(cfg, schema_path)
+
+
+def set_key(cfg: dict, path: str, value):
+    node = cfg
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[p]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+BAD = [
+    ("unknown top-level key", "colour", "blue", r"'colour' was unexpected"),
+    ("unknown nested key", "datasets.yinyang.base.widht", 10, r"datasets\.yinyang\.base.*'widht' was unexpected"),
+    ("wrong type", "datasets.yinyang.base.epochs", "many", r"datasets\.yinyang\.base\.epochs': 'many' is not of type"),
+    ("zero epochs", "datasets.mnist.base.epochs", 0, r"datasets\.mnist\.base\.epochs': 0 is less than the minimum of 1"),
+    ("negative size", "datasets.yinyang.splits.train.size", -5, r"datasets\.yinyang\.splits\.train\.size'"),
+    ("batch of one", "datasets.yinyang.base.batch_size", 1, r"datasets\.yinyang\.base\.batch_size'"),
+    ("bad device", "device", "tpu", r"'device': 'tpu' is not one of the allowed values"),
+    ("unknown source", "datasets.mnist.source", "cifar", r"datasets\.mnist\.source': 'cifar' is not one of"),
+    ("unknown dataset in run", "run", ["yinyang", "imagenet"], r"'run': unknown dataset 'imagenet'"),
+    ("empty run list", "run", [], r"'run'"),
+    ("wrong class count", "datasets.yinyang.classes", 4, r"Yin-Yang has 3 classes"),
+    ("missing required key", "datasets.yinyang.base.width", KeyError, r"'width' is a required property"),
+    ("non-positive lr", "datasets.yinyang.base.lr", 0, r"datasets\.yinyang\.base\.lr'"),
+    ("bad protocol split", "datasets.yinyang.evaluation.heldout", "train", r"evaluation\.heldout"),
+]
+
+
+@pytest.mark.parametrize("what,key,value,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_refused_naming_the_key(default, schema_path, what, key, value, message):
+    cfg = set_key(copy.deepcopy(default), key, value)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, schema_path)
+
+
+def test_dataset_config_resolves_mnist_root(default):
+    cfg = copy.deepcopy(default)
+    cfg["mnist_root"] = "/data/mnist"
+    assert dataset_config(cfg, "mnist")["root"] == "/data/mnist"
+    assert dataset_config(cfg, "fashion_mnist")["root"] == "/usr/share/datasets/fashion-mnist"
+    with pytest.raises(ConfigError, match="unknown dataset 'cifar'"):
+        dataset_config(cfg, "cifar")
+
+
+def test_lambda_tags():
+    assert [lambda_tag(x) for x in (1, 0.1, 0.01, 0.001, 0.0001, 0)] == ["1", "0.1", "0.01", "0.001", "0.0001", "0"]

@@ -1,0 +1,114 @@
+"""Koopman autoencoders: the operator, the decoded path, the losses and training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kaepipe.errors import DataError
+from kaepipe.kae import (KAEConfig, KoopmanAutoencoder, fit_kae, iso_loss, kae_losses, kae_metrics, load_kae,
+                         pairwise_distances, save_kae)
+from kaepipe.train import TrainConfig
+
+
+def model(parametrization: str = "exponential", k: int = 7) -> KoopmanAutoencoder:
+    torch.manual_seed(0)
+    return KoopmanAutoencoder(KAEConfig(in_features=4, hidden=12, latent=6, k=k, parametrization=parametrization))
+
+
+def test_operator_w_starts_at_identity_and_kth_power_is_expm_w():
+    m = model()
+    torch.testing.assert_close(m.koopman.weight.detach(), torch.eye(6))
+    torch.testing.assert_close(m.koopman.matrix(), torch.eye(6) * float(np.exp(1 / 7)))  # K = expm(I / k)
+    assert torch.equal(model("linear").koopman.matrix(), torch.eye(6))
+    with torch.no_grad():
+        m.koopman.weight.copy_(torch.randn(6, 6) * 0.3)
+    step = m.koopman.matrix()
+    torch.testing.assert_close(torch.linalg.matrix_power(step, 7), torch.linalg.matrix_exp(m.koopman.weight),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(m.koopman.power(7), torch.linalg.matrix_exp(m.koopman.weight))
+
+
+def test_advance_uses_row_vector_convention():
+    m = model("linear")
+    with torch.no_grad():
+        m.koopman.weight.copy_(torch.randn(6, 6))
+    z = torch.randn(3, 6)
+    torch.testing.assert_close(m.advance(z, 1), z @ m.koopman.weight.T)
+    torch.testing.assert_close(m.advance(z, 2), z @ m.koopman.weight.T @ m.koopman.weight.T)
+
+
+@pytest.mark.parametrize("parametrization", ["exponential", "linear"])
+def test_path_endpoints(parametrization):
+    m = model(parametrization)
+    with torch.no_grad():
+        m.koopman.weight.add_(torch.randn(6, 6) * 0.05)
+    x0 = torch.randn(10, 4)
+    path = m.path(x0)
+    assert path.shape == (8, 10, 4)
+    torch.testing.assert_close(path[0], m.decode(m.encode(x0)))
+    torch.testing.assert_close(path[-1], m(x0), atol=1e-5, rtol=1e-5)
+
+
+def test_pairwise_distances_and_finite_gradients_with_duplicates():
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0]], requires_grad=True)
+    d = pairwise_distances(x)
+    torch.testing.assert_close(d, torch.tensor([[0.0, 5.0, 5.0], [5.0, 0.0, 0.0], [5.0, 0.0, 0.0]]), atol=1e-5, rtol=0)
+    d.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_iso_loss_zero_for_isometry_positive_otherwise():
+    torch.manual_seed(1)
+    x = torch.randn(40, 5)
+    q, _ = torch.linalg.qr(torch.randn(5, 5))
+    assert iso_loss(x, x @ q) < 1e-8
+    assert iso_loss(x, torch.cat([x, torch.zeros(40, 3)], 1)) < 1e-8  # padding is isometric too
+    assert iso_loss(x, 2 * x) > 0.5
+
+
+def test_losses_match_their_definitions():
+    m = model()
+    x0, xl = torch.randn(16, 4), torch.randn(16, 4)
+    losses = kae_losses(m, x0, xl, lambda_iso=0.5)
+    mse = torch.nn.functional.mse_loss
+    torch.testing.assert_close(losses["state"], mse(m(x0), xl))
+    torch.testing.assert_close(losses["latent"], mse(m.advance(m.encode(x0)), m.encode(xl)))
+    torch.testing.assert_close(losses["recon"], 0.5 * (mse(m.decode(m.encode(x0)), x0) + mse(m.decode(m.encode(xl)), xl)))
+    torch.testing.assert_close(losses["iso"], iso_loss(x0, m.encode(x0)) + iso_loss(xl, m.encode(xl)))
+    torch.testing.assert_close(losses["total"], losses["recon"] + losses["state"] + losses["latent"] + 0.5 * losses["iso"])
+
+
+def test_training_fits_a_linear_flow_and_is_deterministic():
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(256, 4, generator=g)
+    a = torch.linalg.matrix_exp(torch.randn(4, 4, generator=g) * 0.3)
+    xl = x0 @ a.T
+    cfg = TrainConfig(epochs=60, batch_size=64, lr=0.01, optimizer="adamw", weight_decay=5e-4, seed=3)
+
+    def run():
+        m = model(k=5)
+        curve = fit_kae(m, x0, xl, cfg, lambda_iso=0.01)
+        return m, curve
+
+    m1, c1 = run()
+    m2, c2 = run()
+    assert c1["state"].iloc[-1] < 0.2 * c1["state"].iloc[0]
+    metrics = kae_metrics(m1, x0, xl, 0.01)
+    assert metrics["state_fvu"] < 0.2 and 0 <= metrics["recon_fvu"] < 0.2
+    for v1, v2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(v1, v2)
+    assert c1.equals(c2)
+
+
+def test_kae_checkpoint_roundtrip_and_shape_check(tmp_path):
+    m = model()
+    save_kae(m, tmp_path / "kae.safetensors", {"lambda_iso": 0.1, "seed": 21})
+    loaded, meta = load_kae(tmp_path / "kae.safetensors")
+    assert meta["lambda_iso"] == 0.1 and meta["seed"] == 21
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(loaded(x), m(x))
+    with pytest.raises(DataError, match="kae.safetensors: checkpoint architecture .* does not match"):
+        load_kae(tmp_path / "kae.safetensors", KAEConfig(in_features=4, hidden=12, latent=8, k=7))

@@ -1,0 +1,152 @@
+"""The Snakemake workflow end to end on the tiny config (small real data, few epochs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import REPO, offline_mnist
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = [str(REPO / "config.yaml"), str(REPO / "tests" / "config" / "tiny.yaml")]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in `workdir` on the tiny config."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", *CONFIGS, "--config", f"mnist_root={offline_mnist()}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One full run of the tiny config; the tests below read its outputs."""
+    work = tmp_path_factory.mktemp("tiny")
+    snakemake(work, "--cores", "2")
+    return work
+
+
+def test_every_rule_wrote_its_outputs_logs_and_benchmarks(tiny_run):
+    res = tiny_run / "results"
+    for ds in ("yinyang", "mnist"):
+        for f in ("data/train.parquet", "data/test.parquet", "base/model.safetensors", "base/curve.parquet",
+                  "base/metrics.json", "reps/train.parquet", "reps/test.parquet", "reps/train.pt", "reps/test.pt",
+                  "reps/preprocessing.safetensors"):
+            assert (res / ds / f).stat().st_size > 0, f"{ds}/{f}"
+    for rule in ("dataset", "base_model", "representations", "kae", "surrogate_accuracy", "tables"):
+        assert list((res / "logs" / rule).glob("*.log")), rule
+        assert list((res / "benchmarks" / rule).glob("*.tsv")), rule
+    assert not list(res.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_datasets_have_configured_sizes(tiny_run):
+    yy = pd.read_parquet(tiny_run / "results/yinyang/data/train.parquet")
+    assert list(yy.columns) == ["x0", "x1", "label"] and len(yy) == 600
+    mn = pd.read_parquet(tiny_run / "results/mnist/data/test.parquet")
+    assert mn.shape == (300, 785)
+    assert mn["label"].nunique() == 10
+
+
+def test_base_model_learns_yinyang(tiny_run):
+    m = json.loads((tiny_run / "results/yinyang/base/metrics.json").read_text())
+    assert set(m["protocols"]) == {"paper", "heldout"}
+    assert m["protocols"]["paper"]["split"] == "train" and m["protocols"]["heldout"]["split"] == "test"
+    assert m["protocols"]["paper"]["macro"] > 80  # 60 epochs on 600 points; chance is 33
+    assert len(m["protocols"]["paper"]["per_class"]) == 3
+    assert m["provenance"]["versions"]["torch"]
+    curve = pd.read_parquet(tiny_run / "results/yinyang/base/curve.parquet")
+    assert len(curve) == 60 and curve["loss"].iloc[-1] < curve["loss"].iloc[0]
+
+
+def test_representations_layers_and_preprocessing(tiny_run):
+    from kaepipe.represent import load_preprocessing, load_reps
+
+    reps = pd.read_parquet(tiny_run / "results/yinyang/reps/train.parquet")
+    assert sorted(reps["layer"].unique()) == list(range(6))  # L0..L5
+    assert len(reps) == 6 * 600 and {"sample", "label", "layer", "h0", "h9"} <= set(reps.columns)
+    layers, labels = load_reps(tiny_run / "results/mnist/reps/test.pt")
+    assert layers.shape == (3, 300, 32) and labels.shape == (300,)
+    layers, _ = load_reps(tiny_run / "results/yinyang/reps/train.pt")
+    pre = load_preprocessing(tiny_run / "results/yinyang/reps/preprocessing.safetensors")
+    assert len(pre) == 6
+    assert np.linalg.norm(pre[0].apply(layers[0])) == pytest.approx(100.0, rel=1e-6)
+    np.testing.assert_allclose(pre[5].invert(pre[5].apply(layers[5])), layers[5], atol=1e-5)
+    # the parquet and .pt hold the same numbers
+    np.testing.assert_array_equal(reps.loc[reps.layer == 5, "h3"].to_numpy(), layers[5][:, 3])
+
+
+def test_kae_grid_and_accuracy_table(tiny_run):
+    res = tiny_run / "results"
+    for lam in ("1", "0"):
+        for seed in (21, 365):
+            d = res / f"yinyang/kae/iso{lam}/seed{seed}"
+            assert {p.name for p in d.iterdir()} >= {"model.safetensors", "losses.parquet", "metrics.json",
+                                                   "accuracy.json"}
+    table = pd.read_csv(res / "tables/accuracy.csv")
+    assert {"dataset", "protocol", "model", "lambda_iso", "n_seeds", "acc_mean", "acc_std", "cell"} <= set(table.columns)
+    kae = table[(table.model == "KAE") & (table.dataset == "yinyang") & (table.protocol == "paper")]
+    assert len(kae) == 1 and kae.lambda_iso.iloc[0] == 1 and kae.n_seeds.iloc[0] == 2
+    accs = [json.loads((res / f"yinyang/kae/iso1/seed{s}/accuracy.json").read_text())["protocols"]["paper"]["macro"]
+            for s in (21, 365)]
+    assert kae.acc_mean.iloc[0] == pytest.approx(np.mean(accs), abs=1e-4)
+    assert kae.acc_std.iloc[0] == pytest.approx(np.std(accs), abs=1e-4)
+    assert kae.cell.iloc[0] == f"{np.mean(accs):.2f} ({np.std(accs):.2f})"
+    assert kae.acc_mean.iloc[0] > 60
+    long = pd.read_csv(res / "tables/accuracy_long.csv")
+    assert set(long[long.dataset == "yinyang"].lambda_iso.dropna()) == {0.0, 1.0}
+    assert (res / "tables/accuracy.md").read_text().startswith("| dataset |")
+    assert "\\begin{tabular}" in (res / "tables/accuracy.tex").read_text()
+    prov = json.loads((res / "tables/accuracy.csv.provenance.json").read_text())
+    assert prov["versions"]["kaepipe"] and "git_commit" in prov
+
+
+def test_rerun_is_deterministic(tiny_run, tmp_path):
+    """Same config and seeds -> identical weights and Parquet contents on the CPU."""
+    targets = ["results/yinyang/reps/preprocessing.safetensors", "results/yinyang/kae/iso1/seed21/model.safetensors"]
+    snakemake(tmp_path, "--cores", "2", *targets)
+    from kaepipe.io import load_safetensors
+
+    for rel in ("yinyang/base/model.safetensors", "yinyang/kae/iso1/seed21/model.safetensors",
+                "yinyang/reps/preprocessing.safetensors"):
+        a, _ = load_safetensors(tiny_run / "results" / rel)
+        b, _ = load_safetensors(tmp_path / "results" / rel)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{rel}:{k}"
+    for rel in ("yinyang/data/train.parquet", "yinyang/reps/test.parquet", "yinyang/kae/iso1/seed21/losses.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tiny_run / "results" / rel),
+                                      pd.read_parquet(tmp_path / "results" / rel))
+
+
+def test_dry_run_of_default_config_lists_every_rule(tmp_path):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(REPO / "config.yaml"), "--config", f"mnist_root={offline_mnist()}", "-n", "--quiet",
+           "rules"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    for rule in ("dataset", "base_model", "representations", "kae", "surrogate_accuracy", "accuracy_table"):
+        assert rule in out
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    proc = snakemake(tmp_path, "--cores", "1", "--config", "device=tpu", check=False)
+    assert proc.returncode != 0
+    assert "device" in proc.stderr and "tpu" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--lint",
+                           "--config", f"mnist_root={offline_mnist()}"], capture_output=True, text=True, cwd=REPO)
+    text = proc.stdout + proc.stderr
+    assert "Lints for" not in text, text[-3000:]

@@ -1,0 +1,23 @@
+rule base_model:
+    """Train the dataset's base ResMLP classifier and measure its accuracy on every split."""
+    input:
+        unpack(data_paths),
+    output:
+        model="results/{dataset}/base/model.safetensors",
+        curve="results/{dataset}/base/curve.parquet",
+        metrics="results/{dataset}/base/metrics.json",
+    params:
+        ds=ds,
+    log:
+        "results/logs/base_model/{dataset}.log",
+    benchmark:
+        "results/benchmarks/base_model/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=1,
+    conda:
+        "../envs/kaepipe.yaml"
+    script:
+        "../scripts/base_model.py"

@@ -1,0 +1,56 @@
+# Config loading and validation, and the helpers every rule file uses.
+import kaepipe
+from kaepipe.config import check_semantics, dataset_config, lambda_tag, validate_config
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+
+try:
+    validate(config, SCHEMA)
+except WorkflowError:
+    validate_config(config, SCHEMA)  # raises ConfigError naming every bad key
+    raise
+check_semantics(config)
+
+DATASETS = list(config["run"])
+SPLITS = ["train", "test"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    split="|".join(SPLITS),
+    lam=r"[0-9][0-9.e+-]*",
+    seed=r"\d+",
+
+
+def ds(wildcards):
+    """The settings of the rule's dataset, with its IDX folder resolved."""
+    return dataset_config(config, wildcards.dataset)
+
+
+def data_paths(wildcards):
+    return {s: f"results/{wildcards.dataset}/data/{s}.parquet" for s in SPLITS}
+
+
+def kae_outputs(name, datasets=None):
+    """One file per KAE of the grid: results/{dataset}/kae/iso{lam}/seed{seed}/<name>."""
+    out = []
+    for d in datasets or DATASETS:
+        kae = config["datasets"][d]["kae"]
+        out += expand(f"results/{d}/kae/iso{{lam}}/seed{{seed}}/{name}",
+                      lam=[lambda_tag(x) for x in kae["lambda_iso"]], seed=kae["seeds"])
+    return out
+
+
+def all_targets():
+    """Every final output of the datasets in `run`."""
+    targets = []
+    for d in DATASETS:
+        targets += [f"results/{d}/base/metrics.json"]
+        targets += expand("results/{d}/reps/{split}.{ext}", d=d, split=SPLITS, ext=["parquet", "pt"])
+        targets += [f"results/{d}/reps/preprocessing.safetensors"]
+    targets += ["results/tables/accuracy.csv"]
+    return targets

@@ -1,0 +1,19 @@
+rule dataset:
+    """Generate (Yin-Yang) or read and verify (IDX) one split of a dataset and write it to Parquet."""
+    output:
+        "results/{dataset}/data/{split}.parquet",
+    params:
+        ds=ds,
+        cache_dir=config.get("cache_dir", "results/cache"),
+    log:
+        "results/logs/dataset/{dataset}_{split}.log",
+    benchmark:
+        "results/benchmarks/dataset/{dataset}_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../envs/kaepipe.yaml"
+    script:
+        "../scripts/dataset.py"

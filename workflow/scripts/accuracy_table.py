@@ -1,0 +1,8 @@
+"""Write the accuracy tables."""
+from kaepipe.runtime import rule_context
+from kaepipe.tables import run_accuracy_table
+
+with rule_context(snakemake, uses_torch=False) as (log, _device):
+    base = {p.split("/")[1]: p for p in snakemake.input.base}
+    table = run_accuracy_table(snakemake.config, base, list(snakemake.input.kae), snakemake.output)
+    log.info("accuracy table:\n%s", table.to_string(index=False))

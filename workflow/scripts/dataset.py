@@ -1,0 +1,15 @@
+"""Write one split of a dataset to Parquet."""
+from kaepipe.data import prepare_idx_root, write_split
+from kaepipe.io import provenance
+from kaepipe.runtime import rule_context
+
+with rule_context(snakemake, uses_torch=False) as (log, _device):
+    ds, split = snakemake.params.ds, snakemake.wildcards.split
+    root = None
+    if ds["source"] != "yinyang":
+        root = prepare_idx_root(ds["source"], ds["root"], snakemake.params.cache_dir, [split])
+        log.info("reading %s from %s", ds["source"], root)
+    df = write_split(ds, split, snakemake.output[0], root,
+                     provenance({"dataset": ds["name"], "split": split, "spec": ds["splits"][split]}))
+    log.info("%s/%s: %d samples, class counts %s", ds["name"], split, len(df),
+             df["label"].value_counts().sort_index().tolist())
