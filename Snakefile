@@ -16,5 +16,5 @@ include: "workflow/rules/tables.smk"
 
 rule all:
     input:
-        all_targets(),
+        FINAL_TARGETS,
     default_target: True

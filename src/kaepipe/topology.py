@@ -344,13 +344,6 @@ def _default_threshold(X: np.ndarray, radius: float, max_edges: int) -> float:
     return min(radius, budget)
 
 
-def _empty_diagram() -> pd.DataFrame:
-    """An empty diagram with the standard columns and dtypes."""
-    return pd.DataFrame(
-        {"dim": np.empty(0, np.int64), "birth": np.empty(0, np.float64), "death": np.empty(0, np.float64)}
-    )
-
-
 def h0_diagram(X: ArrayLike, max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES) -> pd.DataFrame:
     """Exact H0 diagram of the Euclidean Rips filtration from the MST: (0, l) per edge l > 0, plus (0, inf)."""
     lengths = mst_edge_lengths(X, max_dense_bytes=max_dense_bytes)

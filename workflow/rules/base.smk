@@ -21,3 +21,6 @@ rule base_model:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/base_model.py"
+
+
+FINAL_TARGETS.extend(expand("results/{dataset}/base/metrics.json", dataset=DATASETS))

@@ -24,3 +24,8 @@ rule representations:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/representations.py"
+
+
+FINAL_TARGETS.extend(
+    expand("results/{dataset}/reps/{split}.{ext}", dataset=DATASETS, split=SPLITS, ext=["parquet", "pt"])
+)

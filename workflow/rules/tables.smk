@@ -21,3 +21,6 @@ rule accuracy_table:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/accuracy_table.py"
+
+
+FINAL_TARGETS.append("results/tables/accuracy.csv")
