@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,24 @@ def mnist_root() -> Path:
 @pytest.fixture(scope="session")
 def schema_path() -> Path:
     return REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+TINY_CONFIGS = [str(REPO / "config.yaml"), str(REPO / "tests" / "config" / "tiny.yaml")]
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in `workdir` on the tiny config (offline MNIST)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", *TINY_CONFIGS, "--config", f"mnist_root={offline_mnist()}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One full run of the tiny config, shared by every end-to-end test (do not import it elsewhere)."""
+    work = tmp_path_factory.mktemp("tiny")
+    run_snakemake(work, "--cores", "2")
+    return work

@@ -49,6 +49,11 @@ BAD = [
     ("wrong class count", "datasets.yinyang.classes", 4, r"Yin-Yang has 3 classes"),
     ("missing required key", "datasets.yinyang.base.width", KeyError, r"'width' is a required property"),
     ("non-positive lr", "datasets.yinyang.base.lr", 0, r"datasets\.yinyang\.base\.lr'"),
+    ("empty seed list", "datasets.yinyang.kae.seeds", [], r"datasets\.yinyang\.kae\.seeds'"),
+    ("negative lambda_iso", "datasets.yinyang.kae.lambda_iso", [1, -0.1], r"datasets\.yinyang\.kae\.lambda_iso\.1': -0\.1 is less than the minimum of 0"),
+    ("main lambda not in grid", "datasets.yinyang.kae.main_lambda_iso", 0.5, r"main_lambda_iso': 0\.5 is not in the grid"),
+    ("non-positive k", "datasets.yinyang.kae.k", 0, r"datasets\.yinyang\.kae\.k'"),
+    ("unknown parametrization", "datasets.yinyang.kae.parametrization", "cayley", r"parametrization': 'cayley' is not one of"),
     ("bad protocol split", "datasets.yinyang.evaluation.heldout", "train", r"evaluation\.heldout"),
 ]
 

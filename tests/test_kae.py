@@ -110,5 +110,5 @@ def test_kae_checkpoint_roundtrip_and_shape_check(tmp_path):
     assert meta["lambda_iso"] == 0.1 and meta["seed"] == 21
     x = torch.randn(5, 4)
     torch.testing.assert_close(loaded(x), m(x))
-    with pytest.raises(DataError, match="kae.safetensors: checkpoint architecture .* does not match"):
-        load_kae(tmp_path / "kae.safetensors", KAEConfig(in_features=4, hidden=12, latent=8, k=7))
+    with pytest.raises(DataError, match=r"kae.safetensors: checkpoint does not match the config \(latent: checkpoint 6 vs config 8\)"):
+        load_kae(tmp_path / "kae.safetensors", {"hidden": 12, "latent": 8, "k": 7})

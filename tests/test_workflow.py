@@ -12,29 +12,18 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import REPO, offline_mnist
+from tests.conftest import REPO, offline_mnist, run_snakemake
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = [str(REPO / "config.yaml"), str(REPO / "tests" / "config" / "tiny.yaml")]
+# The `tiny_run` fixture lives in conftest.py (one run per session); this name only keeps
+# `from tests.test_workflow import tiny_run` working and is not a fixture.
+tiny_run = None
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile in `workdir` on the tiny config."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", *CONFIGS, "--config", f"mnist_root={offline_mnist()}", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """One full run of the tiny config; the tests below read its outputs."""
-    work = tmp_path_factory.mktemp("tiny")
-    snakemake(work, "--cores", "2")
-    return work
+    """Run the tiny config in `workdir` (see conftest.run_snakemake)."""
+    return run_snakemake(workdir, *args, check=check)
 
 
 def test_every_rule_wrote_its_outputs_logs_and_benchmarks(tiny_run):

@@ -29,16 +29,30 @@ def save_base_model(model: ResMLP, path: str | Path, extra: Mapping | None = Non
     save_safetensors(state_dict_for_save(model), path, meta)
 
 
-def load_base_model(path: str | Path, expect: ResMLPConfig | None = None) -> ResMLP:
-    """Load a ResMLP saved by `save_base_model`; the shapes must match `expect` when given."""
+def check_architecture(path: str | Path, found: Mapping, expect: Mapping | None) -> None:
+    """Raise DataError naming the file when a checkpoint's architecture differs from the config's."""
+    if not expect:
+        return
+    diff = {k: (found.get(k), v) for k, v in expect.items() if found.get(k) != v}
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
+        raise DataError(f"{path}: checkpoint does not match the config ({detail}); "
+                        "delete the file to retrain, or fix the config")
+
+
+def base_expectation(ds: Mapping) -> dict:
+    """The architecture fields of a dataset's base network that its config fixes."""
+    return {"width": ds["base"]["width"], "blocks": ds["base"]["blocks"], "classes": ds["classes"]}
+
+
+def load_base_model(path: str | Path, expect: Mapping | None = None) -> ResMLP:
+    """Load a ResMLP saved by `save_base_model`; fields in `expect` (e.g. width) must match."""
     tensors, meta = load_safetensors(path)
     arch = decode_metadata(meta).get("architecture")
     if not isinstance(arch, dict):
         raise DataError(f"{path}: no 'architecture' metadata; not a kaepipe base-model checkpoint")
+    check_architecture(path, arch, expect)
     cfg = ResMLPConfig(**arch)
-    if expect is not None and cfg != expect:
-        raise DataError(f"{path}: checkpoint architecture {cfg.to_dict()} does not match the config "
-                        f"{expect.to_dict()}; delete the file or fix the config")
     model = ResMLP(cfg)
     try:
         model.load_state_dict(tensors)

@@ -272,7 +272,8 @@ def from_frame(df: pd.DataFrame, prefix: str = "x") -> tuple[np.ndarray, np.ndar
     cols.sort(key=lambda c: int(c[len(prefix):]))
     if not cols or "label" not in df.columns:
         raise DataError(f"expected feature columns '{prefix}0..' and 'label', got {list(df.columns)[:12]}")
-    return df[cols].to_numpy(np.float32), df["label"].to_numpy(np.int64)
+    return (np.array(df[cols].to_numpy(np.float32), copy=True),  # writable (Arrow buffers are read-only)
+            np.array(df["label"].to_numpy(np.int64), copy=True))
 
 
 def make_split(ds: Mapping, split: str, idx_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -52,13 +52,13 @@ def surrogate_predictions(kae, base, pre_first, pre_last, layer0, device=None, b
 def run_surrogate_accuracy(ds, kae_path: str, base_path: str, preprocessing: str, reps: dict,
                            out_json: str, device=None, log=print) -> dict:
     """Per-class and macro surrogate accuracy of one KAE under every evaluation protocol."""
-    from kaepipe.base import load_base_model
+    from kaepipe.base import base_expectation, load_base_model
     from kaepipe.io import write_json
-    from kaepipe.kae import load_kae
+    from kaepipe.kae import kae_expectation, load_kae
     from kaepipe.represent import load_preprocessing, load_reps
 
-    kae, meta = load_kae(kae_path)
-    base = load_base_model(base_path)
+    kae, meta = load_kae(kae_path, kae_expectation(ds["kae"]) if "kae" in ds else None)
+    base = load_base_model(base_path, base_expectation(ds) if "base" in ds else None)
     last = base.cfg.blocks
     pre = load_preprocessing(preprocessing, [0, last])
     splits = {}

@@ -290,8 +290,15 @@ def save_kae(model: KoopmanAutoencoder, path: str | Path, extra: Mapping | None 
     save_safetensors(state_dict_for_save(model), path, meta)
 
 
-def load_kae(path: str | Path, expect: KAEConfig | None = None) -> tuple[KoopmanAutoencoder, dict]:
-    """Load a KAE saved by `save_kae` and its decoded metadata; shapes must match `expect` when given."""
+def kae_expectation(kae: Mapping) -> dict:
+    """The architecture fields of a KAE that the config fixes."""
+    return {k: kae[k] for k in ("hidden", "latent", "k", "parametrization") if k in kae}
+
+
+def load_kae(path: str | Path, expect: Mapping | None = None) -> tuple[KoopmanAutoencoder, dict]:
+    """Load a KAE saved by `save_kae` and its decoded metadata; fields in `expect` must match."""
+    from kaepipe.base import check_architecture
+
     from kaepipe.io import decode_metadata, load_safetensors
 
     tensors, raw = load_safetensors(path)
@@ -299,10 +306,8 @@ def load_kae(path: str | Path, expect: KAEConfig | None = None) -> tuple[Koopman
     arch = meta.get("architecture")
     if not isinstance(arch, dict):
         raise DataError(f"{path}: no 'architecture' metadata; not a kaepipe KAE checkpoint")
+    check_architecture(path, arch, expect)
     cfg = KAEConfig(**arch)
-    if expect is not None and cfg != expect:
-        raise DataError(f"{path}: checkpoint architecture {cfg.to_dict()} does not match the config "
-                        f"{expect.to_dict()}; delete the file or fix the config")
     model = KoopmanAutoencoder(cfg)
     try:
         model.load_state_dict(tensors)

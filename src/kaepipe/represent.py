@@ -145,11 +145,11 @@ def load_reps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dict, out_pt: dict,
                         out_preprocessing: str, device: torch.device, log=print) -> None:
     """Record every layer of the frozen base network on each split, write them, and fit the preprocessing."""
-    from kaepipe.base import load_base_model
+    from kaepipe.base import base_expectation, load_base_model
     from kaepipe.data import read_split
     from kaepipe.io import provenance, save_torch, write_parquet
 
-    model = load_base_model(model_path)
+    model = load_base_model(model_path, base_expectation(ds))
     reps = {}
     for split, path in split_paths.items():
         x, y = read_split(path)

@@ -7,7 +7,7 @@ rule base_model:
         curve="results/{dataset}/base/curve.parquet",
         metrics="results/{dataset}/base/metrics.json",
     params:
-        ds=ds,
+        ds=ds_subset("base", "splits"),
     log:
         "results/logs/base_model/{dataset}.log",
     benchmark:

@@ -31,6 +31,21 @@ def ds(wildcards):
     return dataset_config(config, wildcards.dataset)
 
 
+def ds_subset(*keys):
+    """Params function: the dataset's identity plus only the config blocks a rule depends on.
+
+    A rule's params are part of its rerun triggers, so a change to e.g. the KAE settings must not
+    retrain the base network.
+    """
+    always = ("name", "source", "classes", "evaluation")
+
+    def params(wildcards):
+        full = dataset_config(config, wildcards.dataset)
+        return {k: full[k] for k in (*always, *keys) if k in full}
+
+    return params
+
+
 def data_paths(wildcards):
     return {s: f"results/{wildcards.dataset}/data/{s}.parquet" for s in SPLITS}
 

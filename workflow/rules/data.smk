@@ -3,7 +3,7 @@ rule dataset:
     output:
         "results/{dataset}/data/{split}.parquet",
     params:
-        ds=ds,
+        ds=ds_subset("root", "features", "splits"),
         cache_dir=config.get("cache_dir", "results/cache"),
     log:
         "results/logs/dataset/{dataset}_{split}.log",

@@ -8,7 +8,7 @@ rule kae:
         losses="results/{dataset}/kae/iso{lam}/seed{seed}/losses.parquet",
         metrics="results/{dataset}/kae/iso{lam}/seed{seed}/metrics.json",
     params:
-        ds=ds,
+        ds=ds_subset("kae"),
     log:
         "results/logs/kae/{dataset}_iso{lam}_seed{seed}.log",
     benchmark:
@@ -35,7 +35,7 @@ rule surrogate_accuracy:
     output:
         "results/{dataset}/kae/iso{lam}/seed{seed}/accuracy.json",
     params:
-        ds=ds,
+        ds=ds_subset("base", "kae"),
     log:
         "results/logs/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.log",
     benchmark:

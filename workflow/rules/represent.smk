@@ -10,7 +10,7 @@ rule representations:
         test_pt="results/{dataset}/reps/test.pt",
         preprocessing="results/{dataset}/reps/preprocessing.safetensors",
     params:
-        ds=ds,
+        ds=ds_subset("base", "preprocess"),
     log:
         "results/logs/representations/{dataset}.log",
     benchmark:
