@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kaepipe.errors import ConfigError, DataError
+from kaepipe.linalg import expm
 from kaepipe.train import TrainConfig, batch_indices, check_finite, clip_grad_norm, lr_at, make_optimizer, set_lr
 
 LOSS_TERMS = ("recon", "state", "latent", "iso")
@@ -63,7 +64,7 @@ class KoopmanOperator(nn.Module):
     def power(self, t: int) -> torch.Tensor:
         """K^t as a p x p matrix (column convention: z_next = z @ K^T); expm(t W / k) costs one expm."""
         if self.parametrization == "exponential":
-            return torch.linalg.matrix_exp(self.weight * (t / self.k))
+            return expm(self.weight * (t / self.k))
         return torch.linalg.matrix_power(self.weight, t)
 
     def matrix(self) -> torch.Tensor:
