@@ -10,10 +10,9 @@ import numpy as np
 import torch
 
 from kaepipe.data import read_split
-from kaepipe.errors import DataError
 from kaepipe.evaluate import accuracy_report
-from kaepipe.io import decode_metadata, load_safetensors, provenance, save_safetensors, write_json, write_parquet
-from kaepipe.models import ResMLP, ResMLPConfig, predict, state_dict_for_save
+from kaepipe.io import provenance, save_safetensors, write_json, write_parquet
+from kaepipe.models import ResMLP, ResMLPConfig, load_checkpoint, predict, state_dict_for_save
 from kaepipe.train import TrainConfig, seed_all, train_classifier
 
 
@@ -29,17 +28,6 @@ def save_base_model(model: ResMLP, path: str | Path, extra: Mapping | None = Non
     save_safetensors(state_dict_for_save(model), path, meta)
 
 
-def check_architecture(path: str | Path, found: Mapping, expect: Mapping | None) -> None:
-    """Raise DataError naming the file when a checkpoint's architecture differs from the config's."""
-    if not expect:
-        return
-    diff = {k: (found.get(k), v) for k, v in expect.items() if found.get(k) != v}
-    if diff:
-        detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
-        raise DataError(f"{path}: checkpoint does not match the config ({detail}); "
-                        "delete the file to retrain, or fix the config")
-
-
 def base_expectation(ds: Mapping) -> dict:
     """The architecture fields of a dataset's base network that its config fixes."""
     return {"width": ds["base"]["width"], "blocks": ds["base"]["blocks"], "classes": ds["classes"]}
@@ -47,18 +35,7 @@ def base_expectation(ds: Mapping) -> dict:
 
 def load_base_model(path: str | Path, expect: Mapping | None = None) -> ResMLP:
     """Load a ResMLP saved by `save_base_model`; fields in `expect` (e.g. width) must match."""
-    tensors, meta = load_safetensors(path)
-    arch = decode_metadata(meta).get("architecture")
-    if not isinstance(arch, dict):
-        raise DataError(f"{path}: no 'architecture' metadata; not a kaepipe base-model checkpoint")
-    check_architecture(path, arch, expect)
-    cfg = ResMLPConfig(**arch)
-    model = ResMLP(cfg)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise DataError(f"{path}: tensors do not fit the architecture {cfg.to_dict()} ({exc})") from exc
-    return model.eval()
+    return load_checkpoint(path, ResMLPConfig, ResMLP, expect, "base-model")[0]
 
 
 def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, n_classes: int,

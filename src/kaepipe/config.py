@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kaepipe.errors import ConfigError
+
+
+class DictConfig:
+    """Mixin for dataclass configs: build from a config mapping (ignoring other keys), dump to a dict."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Build from a mapping, ignoring keys that are not fields of this config."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict:
+        """Plain dict, e.g. for metadata."""
+        return asdict(self)
 
 
 def load_yaml(path: str | Path) -> dict:

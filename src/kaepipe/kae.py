@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from kaepipe.errors import ConfigError, DataError
+from kaepipe.config import DictConfig
+from kaepipe.errors import ConfigError
 from kaepipe.linalg import expm
 from kaepipe.train import TrainConfig, batch_indices, check_finite, clip_grad_norm, lr_at, make_optimizer, set_lr
 
@@ -21,7 +21,7 @@ LOSS_TERMS = ("recon", "state", "latent", "iso")
 
 
 @dataclass(frozen=True)
-class KAEConfig:
+class KAEConfig(DictConfig):
     """Architecture of a Koopman autoencoder: q -> h -> p encoder, p x p operator, k steps."""
 
     in_features: int
@@ -36,16 +36,6 @@ class KAEConfig:
             raise ConfigError(f"kae.parametrization must be exponential or linear, got '{self.parametrization}'")
         if min(self.in_features, self.hidden, self.latent, self.k) < 1:
             raise ConfigError(f"KAE sizes and k must be positive, got {asdict(self)}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> KAEConfig:
-        """Build from a mapping, ignoring keys that are not architecture settings."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict:
-        """Plain dict, e.g. for metadata."""
-        return asdict(self)
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, slope: float) -> nn.Sequential:
@@ -298,23 +288,9 @@ def kae_expectation(kae: Mapping) -> dict:
 
 def load_kae(path: str | Path, expect: Mapping | None = None) -> tuple[KoopmanAutoencoder, dict]:
     """Load a KAE saved by `save_kae` and its decoded metadata; fields in `expect` must match."""
-    from kaepipe.base import check_architecture
+    from kaepipe.models import load_checkpoint
 
-    from kaepipe.io import decode_metadata, load_safetensors
-
-    tensors, raw = load_safetensors(path)
-    meta = decode_metadata(raw)
-    arch = meta.get("architecture")
-    if not isinstance(arch, dict):
-        raise DataError(f"{path}: no 'architecture' metadata; not a kaepipe KAE checkpoint")
-    check_architecture(path, arch, expect)
-    cfg = KAEConfig(**arch)
-    model = KoopmanAutoencoder(cfg)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise DataError(f"{path}: tensors do not fit the architecture {cfg.to_dict()} ({exc})") from exc
-    return model.eval(), meta
+    return load_checkpoint(path, KAEConfig, KoopmanAutoencoder, expect, "KAE")
 
 
 def kae_train_config(kae: Mapping, seed: int) -> TrainConfig:

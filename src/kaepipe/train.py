@@ -6,19 +6,19 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from kaepipe.config import DictConfig
 from kaepipe.errors import ConfigError, TrainingDivergedError
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Optimiser, schedule and loop settings shared by the base network and the KAE."""
 
     epochs: int
@@ -31,16 +31,6 @@ class TrainConfig:
     peak_frac: float = 0.2
     clip_grad_norm: float | None = None
     seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a config mapping, ignoring keys that are not training settings."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict:
-        """Plain dict, e.g. for metadata."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
