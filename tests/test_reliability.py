@@ -113,8 +113,10 @@ def test_truncated_checkpoint_is_refused(tmp_path):
 # --- fault: SIGKILL in the middle of a training job, then --rerun-incomplete ---------------------
 
 def _snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    """The tiny config up to the accuracy tables (targets first: --config swallows what follows)."""
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", *TINY_CONFIGS, "--config", f"mnist_root={offline_mnist()}", "--cores", "2", *args]
+            "results/tables/accuracy.csv", "--cores", "2", *args,
+            "--configfile", *TINY_CONFIGS, "--config", f"mnist_root={offline_mnist()}"]
 
 
 @pytest.mark.slow

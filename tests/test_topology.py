@@ -372,3 +372,91 @@ def test_distance_distortion_isometry_scaling_and_blocks() -> None:
     assert T.distance_distortion(X, Y) == pytest.approx(exact, rel=1e-6)
     with pytest.raises(ValueError, match="coincide"):
         T.distance_distortion(np.ones((4, 2)), X[:4])
+
+
+# ----------------------------------------------------------------------------------------------
+# the dense (BLAS) Rips path, truncation, beta_0 step tables, fast Wasserstein
+
+
+def test_dense_rips_path_equals_gudhi_points_path() -> None:
+    rng = np.random.default_rng(12)
+    X = np.vstack([circle(50, 1.0, 0.05, 3), rng.standard_normal((40, 2)) * 0.5 + 2.5])
+    X = np.hstack([X, 0.01 * rng.standard_normal((90, 30))])  # a little high-dimensional noise
+    for kwargs in ({"max_edges": 1500}, {"max_edge_length": 0.7}, {}):
+        fast = T.persistence_diagrams(X, **kwargs)
+        slow = T.persistence_diagrams(X, max_dense_bytes=0, **kwargs)  # gudhi.RipsComplex(points=X)
+        assert fast.attrs["max_edge_length"] == pytest.approx(slow.attrs["max_edge_length"], rel=1e-12)
+        assert fast.attrs["exact"] == slow.attrs["exact"] and fast.attrs["n_edges"] == slow.attrs["n_edges"]
+        np.testing.assert_array_equal(fast["dim"].to_numpy(), slow["dim"].to_numpy())
+        np.testing.assert_allclose(fast[["birth", "death"]].to_numpy(), slow[["birth", "death"]].to_numpy(), rtol=1e-9)
+
+
+def test_truncate_diagram_equals_persistence_at_smaller_threshold() -> None:
+    X = np.vstack([circle(40, 1.0, 0.05, 1), circle(30, 0.4, 0.03, 2) + 3.0])
+    full = T.persistence_diagrams(X, max_edge_length=1.5)
+    for thr in (0.3, 0.6, 1.0):
+        cut = T.truncate_diagram(full, thr)
+        want = T.persistence_diagrams(X, max_edge_length=thr)
+        assert cut.attrs["max_edge_length"] == thr and cut.attrs["exact"] is False
+        np.testing.assert_array_equal(cut["dim"].to_numpy(), want["dim"].to_numpy())
+        np.testing.assert_allclose(cut[["birth", "death"]].to_numpy(), want[["birth", "death"]].to_numpy(), rtol=1e-9)
+    with pytest.raises(ValueError, match="eps"):
+        T.truncate_diagram(full, 0.0)
+
+
+def test_betti0_steps_is_the_exact_curve() -> None:
+    rng = np.random.default_rng(8)
+    X = np.vstack([rng.standard_normal((60, 4)), np.zeros((3, 4))])  # three duplicates of one point
+    X[-3:] = X[0]
+    lengths = T.mst_edge_lengths(X)
+    steps = T.betti0_steps(lengths)
+    assert list(steps.columns) == ["eps", "betti0"]
+    assert steps["eps"].iloc[0] == 0.0 and steps["betti0"].iloc[0] == 60  # duplicates count once at eps = 0
+    assert steps["betti0"].iloc[-1] == 1 and np.all(np.diff(steps["betti0"]) < 0) and np.all(np.diff(steps["eps"]) > 0)
+    probes = rng.uniform(1e-3, lengths.max() * 1.1, 50)
+    looked_up = steps["betti0"].to_numpy()[np.searchsorted(steps["eps"].to_numpy(), probes, side="right") - 1]
+    np.testing.assert_array_equal(looked_up, T.betti0_curve(X, probes))
+    with pytest.raises(ValueError, match="points"):
+        T.betti0_steps(lengths, n=5)
+
+
+def test_wasserstein_line_and_hera_match_pot() -> None:
+    pytest.importorskip("ot")
+    rng = np.random.default_rng(10)
+    for _ in range(25):
+        m, n = rng.integers(0, 25, 2)
+        a = pd.DataFrame({"dim": 0, "birth": 0.0, "death": rng.random(m) * rng.choice([0.5, 2.0])})
+        b = pd.DataFrame({"dim": 0, "birth": 0.0, "death": rng.random(n)})
+        for order in (1, 2):
+            for internal_p in (np.inf, 2.0, 1.0):
+                pot = T.wasserstein(a, b, 0, order=order, internal_p=internal_p, method="pot")
+                line = T.wasserstein(a, b, 0, order=order, internal_p=internal_p, method="line")
+                assert line == pytest.approx(pot, rel=1e-9, abs=1e-12)
+    X, Y = circle(50, noise=0.05, seed=1), circle(45, noise=0.08, seed=2)
+    da, db = T.persistence_diagrams(X), T.persistence_diagrams(Y)
+    assert T.wasserstein(da, db, 1) == pytest.approx(T.wasserstein(da, db, 1, method="pot"), rel=1e-6)
+    assert T.wasserstein(da, db, 0) == pytest.approx(T.wasserstein(da, db, 0, method="pot"), rel=1e-9)
+    with pytest.raises(ValueError, match="share one birth"):
+        T.wasserstein(da, db, 1, method="line")
+
+
+def test_betti0_mst_float32_is_exact_at_eps() -> None:
+    rng = np.random.default_rng(21)
+    for _ in range(150):  # integer grids: many ties, eps exactly at realised distances
+        X = rng.integers(-2, 3, size=(int(rng.integers(3, 40)), int(rng.integers(1, 5)))).astype(np.float64)
+        eps = np.unique(pdist(X))
+        eps = eps[eps > 0]
+        if eps.size:
+            _, got = T.betti0_mst(X, eps, precision="float32")
+            np.testing.assert_array_equal(got, T.betti0_curve(X, eps))
+    for _ in range(10):  # eps a hair above and below exact MST edge lengths, larger offsets and scales
+        X = rng.standard_normal((250, 60)) * rng.uniform(0.1, 10) + rng.uniform(-50, 50)
+        exact = T.mst_edge_lengths(X)
+        eps = np.concatenate([exact[::9], exact[::7] * (1 + 1e-12), exact[::5] * (1 - 1e-12)])
+        lengths, got = T.betti0_mst(X, eps, precision="float32")
+        np.testing.assert_array_equal(got, T.betti0_curve_from_lengths(exact, eps))
+        np.testing.assert_allclose(lengths, exact, rtol=1e-4)  # the tree is minimal up to float32 rounding
+    lengths, got = T.betti0_mst(X, [1.0], precision="float64")
+    np.testing.assert_array_equal(lengths, T.mst_edge_lengths(X))
+    with pytest.raises(ValueError, match="precision"):
+        T.betti0_mst(X, [1.0], precision="float16")

@@ -89,6 +89,11 @@ def semantic_errors(config: Mapping) -> list[str]:
             problems.append(f"config key 'datasets.{name}.classes': Yin-Yang has 3 classes, got {ds.get('classes')}")
         if ds.get("source") in ("mnist", "fashion_mnist") and ds.get("classes") != 10:
             problems.append(f"config key 'datasets.{name}.classes': {ds['source']} has 10 classes, got {ds.get('classes')}")
+        targets = (ds.get("unlearn") or {}).get("target_classes") or []
+        bad = [c for c in targets if not (isinstance(c, int) and 0 <= c < int(ds.get("classes") or 0))]
+        if bad:
+            problems.append(f"config key 'datasets.{name}.unlearn.target_classes': {bad} not among the dataset's "
+                            f"classes 0..{int(ds.get('classes') or 0) - 1} (datasets.{name}.classes = {ds.get('classes')})")
     return problems
 
 

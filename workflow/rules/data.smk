@@ -13,6 +13,7 @@ rule dataset:
     resources:
         mem_mb=2000,
         runtime=20,
+    localrule: True  # cheap, and the only rule that may download (compute nodes often have no internet)
     conda:
         "../envs/kaepipe.yaml"
     script:

@@ -1,0 +1,772 @@
+"""The paper's figures (METHOD section 9) and diagnostics, with deterministic PNG/PDF bytes.
+
+Plot functions take arrays or DataFrames and return a matplotlib Figure; `save_figure` writes it
+atomically as PNG and PDF without timestamps or version strings, so the same data give the same
+bytes. The `run_*` functions at the bottom read the pipeline's files and are what the workflow
+scripts call. Any subsampling uses a fixed seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from kaepipe.io import atomic_path
+
+if TYPE_CHECKING:  # matplotlib is imported on first use (the workflow imports this module at parse time)
+    from matplotlib.figure import Figure
+
+# The paper's Yin-Yang colours, in label order (0 yin, 1 yang, 2 dot).
+YINYANG_PALETTE = ("#fc9918", "#a779aa", "#4c3191")
+YINYANG_NAMES = ("yin", "yang", "dot")
+# seaborn.color_palette("colorblind")
+COLORBLIND = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
+              "#56b4e9")
+N_POINTS = 2000
+SEED = 0
+PNG_METADATA = {"Software": None}
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+
+_RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "svg.hashsalt": "kaepipe",
+    "pdf.compression": 6,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def _pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def palette(n_classes: int, dataset: str = "") -> list[str]:
+    """Class colours: the paper's for Yin-Yang, seaborn's colour-blind palette otherwise (more than ten
+    classes: evenly spaced hues). The colours are spelled out so that no job imports seaborn (~3 s)."""
+    if dataset == "yinyang" and n_classes <= len(YINYANG_PALETTE):
+        return list(YINYANG_PALETTE[:n_classes])
+    if n_classes <= len(COLORBLIND):
+        return list(COLORBLIND[:n_classes])
+    import matplotlib.colors
+
+    return [matplotlib.colors.to_hex(c) for c in _pyplot().get_cmap("hsv")(np.arange(n_classes) / n_classes)]
+
+
+def class_names(n_classes: int, dataset: str = "") -> list[str]:
+    """Legend names of the classes (yin/yang/dot for Yin-Yang, the digit otherwise)."""
+    if dataset == "yinyang" and n_classes <= len(YINYANG_NAMES):
+        return list(YINYANG_NAMES[:n_classes])
+    return [str(c) for c in range(n_classes)]
+
+
+def subsample(n: int, k: int = N_POINTS, seed: int = SEED) -> np.ndarray:
+    """Sorted indices of min(k, n) points drawn without replacement with a fixed seed."""
+    if k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def pca(x: np.ndarray, dims: int = 3) -> np.ndarray:
+    """Coordinates of the rows of x on their top `dims` principal directions (sign-fixed, centred)."""
+    from kaepipe.represent import sign_fixed_directions
+
+    x = np.asarray(x, dtype=np.float64)
+    xc = x - x.mean(axis=0)
+    v = sign_fixed_directions(xc, min(dims, *xc.shape))
+    out = xc @ v.T
+    if out.shape[1] < dims:  # fewer features than dims: pad with zeros
+        out = np.pad(out, ((0, 0), (0, dims - out.shape[1])))
+    return out
+
+
+def align_to(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Rotate/reflect centred x onto centred ref by orthogonal Procrustes (no scaling)."""
+    from kaepipe.represent import procrustes
+
+    x = np.asarray(x, dtype=np.float64) - np.mean(x, axis=0)
+    ref = np.asarray(ref, dtype=np.float64) - np.mean(ref, axis=0)
+    return x @ procrustes(x, ref)
+
+
+def scatter3d(ax, pts: np.ndarray, labels: np.ndarray, colors: Sequence[str], size: float = 3.0,
+              alpha: float = 0.8, highlight: int | None = None) -> None:
+    """3-D scatter coloured by class; `highlight` draws that class on top and larger."""
+    labels = np.asarray(labels)
+    order = [c for c in range(len(colors)) if c != highlight] + ([highlight] if highlight is not None else [])
+    for c in order:
+        m = labels == c
+        if m.any():
+            ax.scatter(pts[m, 0], pts[m, 1], pts[m, 2], s=size * (3 if c == highlight else 1), c=colors[c],
+                       alpha=alpha, linewidths=0, depthshade=False, rasterized=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_zticks([])
+
+
+def class_legend(fig: Figure, colors: Sequence[str], names: Sequence[str], **kw) -> None:
+    """One legend entry per class."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=n) for c, n in zip(colors, names)]
+    fig.legend(handles=handles, loc=kw.pop("loc", "lower center"), ncol=kw.pop("ncol", min(len(handles), 10)),
+               frameon=False, **kw)
+
+
+def save_figure(fig: Figure, png: str | Path | None, pdf: str | Path | None = None) -> None:
+    """Write a figure as PNG and/or PDF atomically, without timestamps or software versions, then close it."""
+    try:
+        if png:
+            with atomic_path(png) as tmp:
+                fig.savefig(tmp, format="png", metadata=PNG_METADATA)
+        if pdf:
+            with atomic_path(pdf) as tmp:
+                fig.savefig(tmp, format="pdf", metadata=PDF_METADATA)
+    finally:
+        _pyplot().close(fig)
+
+
+def _style():
+    """kaepipe's plot style, independent of the caller's rcParams."""
+    import matplotlib
+
+    return matplotlib.rc_context(_RC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 1: top-3 principal components of every layer
+# ---------------------------------------------------------------------------------------------
+
+def layers_figure(points: Sequence[np.ndarray], labels: np.ndarray, colors: Sequence[str],
+                  names: Sequence[str], title: str = "", layer_names: Sequence[str] | None = None) -> Figure:
+    """One 3-D panel per layer: the layer's points (n, >= 3) coloured by class."""
+    plt = _pyplot()
+    with _style():
+        n = len(points)
+        cols = min(n, 6)
+        rows = int(np.ceil(n / cols))
+        fig = plt.figure(figsize=(2.4 * cols, 2.5 * rows + 0.8))
+        for i, pts in enumerate(points):
+            ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+            scatter3d(ax, np.asarray(pts)[:, :3], labels, colors)
+            ax.set_title(layer_names[i] if layer_names else f"L{i}")
+        class_legend(fig, colors, names)
+        if title:
+            fig.suptitle(title)
+        fig.subplots_adjust(left=0.01, right=0.99, top=0.83 if title else 0.93, bottom=0.1, wspace=0.05)
+    return fig
+
+
+def layer_pcs(layers: Sequence[np.ndarray], dims: int = 3) -> list[np.ndarray]:
+    """The paper's preprocessing with q = dims fitted on these layers: centred, top-q PCs, Frobenius 100,
+    Procrustes-aligned to the last layer."""
+    from kaepipe.represent import fit_preprocessing
+
+    layers = [np.asarray(x, dtype=np.float64).reshape(len(x), -1) for x in layers]
+    transforms = fit_preprocessing(layers, pca_dim=dims)
+    return [t.apply(x) for t, x in zip(transforms, layers)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 2: isometry
+# ---------------------------------------------------------------------------------------------
+
+def isometry_figure(original: np.ndarray, encodings: Mapping[str, np.ndarray], labels: np.ndarray,
+                    colors: Sequence[str], names: Sequence[str], curves: pd.DataFrame | None = None,
+                    title: str = "") -> Figure:
+    """Top: 3-D PCA of the original layer and of phi(x) per lambda_iso (Procrustes-aligned to the original).
+
+    Bottom (when `curves` is given): beta_0 and beta_1 against the filtration value t, one line per
+    `source` ("original" and the keys of `encodings`); columns source, t, beta_0, beta_1.
+    """
+    plt = _pyplot()
+    with _style():
+        n = 1 + len(encodings)
+        width = 2.6 * max(n, 3)
+        fig = plt.figure(figsize=(width, 6.4 if curves is not None else 3.4))
+        top = fig.add_gridspec(1, n, left=0.01, right=0.99, top=0.88, bottom=0.5 if curves is not None else 0.12,
+                               wspace=0.05)
+        ref = pca(original)
+        panels = {"original": ref}
+        for key, z in encodings.items():
+            panels[key] = align_to(pca(z), ref)
+        for i, (key, pts) in enumerate(panels.items()):
+            ax = fig.add_subplot(top[0, i], projection="3d")
+            scatter3d(ax, pts, labels, colors)
+            ax.set_title("original $x_L$" if key == "original" else f"$\\phi(x_L)$, $\\lambda_{{iso}}$={key}")
+        if curves is not None:
+            line_colors = dict(zip(panels, ["black"] + list(plt.get_cmap("viridis")(np.linspace(0.1, 0.85, n - 1)))))
+            bottom = fig.add_gridspec(1, 2, left=0.08, right=0.98, top=0.42, bottom=0.14, wspace=0.25)
+            for j, dim in enumerate((0, 1)):
+                col = f"beta_{dim}"
+                ax = fig.add_subplot(bottom[0, j])
+                for key in panels:
+                    c = curves[curves["source"].astype(str) == str(key)]
+                    if col in c and len(c):
+                        ax.plot(c["t"], c[col], color=line_colors[key], lw=2.0 if key == "original" else 1.2,
+                                ls="-" if key == "original" else "--", drawstyle="steps-post",
+                                label="original" if key == "original" else f"$\\lambda_{{iso}}$={key}")
+                ax.set_xlabel("filtration value t")
+                ax.set_ylabel(f"$\\beta_{dim}(t)$")
+                if dim == 0:
+                    ax.set_yscale("log")
+                ax.legend(frameon=False)
+        class_legend(fig, colors, names)
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 3: topology
+# ---------------------------------------------------------------------------------------------
+
+def _band_plot(ax, df: pd.DataFrame, x: str, y: str, color: str, label: str, published: Sequence | None = None):
+    """Mean over seeds with a min-max band (rows of df: one per x and seed)."""
+    g = df.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
+    ax.plot(g.index, g["mean"], "o-", color=color, ms=3.5, label=label)
+    if (g["max"] > g["min"]).any():
+        ax.fill_between(g.index, g["min"], g["max"], color=color, alpha=0.25, lw=0)
+    if published is not None:
+        pub = np.asarray(published, dtype=float)
+        xs = np.arange(len(pub))
+        ax.plot(xs, pub, "s--", color="0.45", ms=3, lw=1, label="published")
+
+
+def topology_figure(layer_betti: pd.DataFrame, iterate_betti: pd.DataFrame,
+                    iterate_points: Mapping[int, np.ndarray] | None = None, labels: np.ndarray | None = None,
+                    colors: Sequence[str] = (), names: Sequence[str] = (),
+                    published_layers: Sequence | None = None, published_iterates: Sequence | None = None,
+                    eps_layers: float | None = None, eps_iterates: float | None = None, title: str = "") -> Figure:
+    """beta_0 per base layer (columns layer, beta_0[, seed]) and per KAE iterate (t, seed, beta_0),
+    mean with min-max band over seeds, log y; below, 3-D PCA of selected iterates {t: points}."""
+    plt = _pyplot()
+    with _style():
+        pts = dict(iterate_points or {})
+        n_bottom = len(pts)
+        rows = 2 if n_bottom else 1
+        fig = plt.figure(figsize=(2.6 * max(n_bottom, 3), 2.8 * rows + 0.6))
+        grid = fig.add_gridspec(rows, max(n_bottom, 2), height_ratios=[1, 1.1][:rows])
+        half = max(1, max(n_bottom, 2) // 2)
+        ax = fig.add_subplot(grid[0, :half])
+        _band_plot(ax, layer_betti, "layer", "beta_0", "C0", "base network", published_layers)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(r"$\beta_0$")
+        _log_y(ax)
+        ax.set_xticks(sorted(layer_betti["layer"].unique()))
+        ax.set_title("base layers" + (f" ($\\epsilon$={eps_layers:g})" if eps_layers else ""))
+        ax.legend(frameon=False)
+        ax = fig.add_subplot(grid[0, half:])
+        _band_plot(ax, iterate_betti, "t", "beta_0", "C1", "KAE iterates (mean, min-max)", published_iterates)
+        ax.set_xlabel("KAE iterate t")
+        ax.set_ylabel(r"$\beta_0$")
+        _log_y(ax)
+        ax.set_title("KAE iterates" + (f" ($\\epsilon$={eps_iterates:g})" if eps_iterates else ""))
+        ax.legend(frameon=False)
+        prev = None
+        for i, (t, p) in enumerate(sorted(pts.items(), reverse=True)):
+            # align each iterate's PCA to the next one so the panels are comparable
+            coords = pca(p)
+            coords = coords if prev is None else align_to(coords, prev)
+            prev = coords
+            axp = fig.add_subplot(grid[1, n_bottom - 1 - i], projection="3d")
+            scatter3d(axp, coords, labels, colors, size=2.0)
+            axp.set_title(f"t = {t}")
+        if n_bottom:
+            class_legend(fig, colors, names)
+        if title:
+            fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.1, hspace=0.35, wspace=0.35)
+    return fig
+
+
+def _log_y(ax) -> None:
+    """Log y axis with plain-number tick labels (call after plotting)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    lo, hi = ax.get_ylim()
+    span = hi / lo if lo > 0 else np.inf
+    # a decade or two shown: label (some) minor ticks too, or the axis has one number or none
+    if span < 10:
+        ax.yaxis.set_minor_formatter(plain)
+    elif span < 100:
+        ax.yaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: f"{v:g}" if round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def iterate_selection(k: int) -> list[int]:
+    """The iterates shown below the topology curves: t in {0, k/3, 2k/3, k} (floored, distinct)."""
+    return sorted({0, k // 3, (2 * k) // 3, k})
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure 4: editing
+# ---------------------------------------------------------------------------------------------
+
+def editing_figure(before: np.ndarray, after: np.ndarray, labels: np.ndarray, target: int,
+                   colors: Sequence[str], names: Sequence[str], title: str = "") -> Figure:
+    """3-D PCA of the observables' outputs Z O (before) and Z O' (after), in one basis fitted on Z O."""
+    from kaepipe.represent import sign_fixed_directions
+
+    plt = _pyplot()
+    with _style():
+        before = np.asarray(before, dtype=np.float64)
+        after = np.asarray(after, dtype=np.float64)
+        mean = before.mean(axis=0)
+        v = sign_fixed_directions(before - mean, min(3, before.shape[1]))
+        fig = plt.figure(figsize=(6.4, 4.0))
+        for i, (pts, ttl) in enumerate(((before, "before the edit: $Z O$"), (after, "after the edit: $Z O'$"))):
+            ax = fig.add_subplot(1, 2, i + 1, projection="3d")
+            scatter3d(ax, (pts - mean) @ v.T, labels, colors, size=2.5, highlight=target)
+            ax.set_title(ttl)
+        class_legend(fig, colors, names)
+        fig.suptitle(title or f"unlearning class {names[target] if target < len(names) else target}")
+        fig.subplots_adjust(left=0.01, right=0.99, top=0.8, bottom=0.12, wspace=0.05)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves and the decoded path
+# ---------------------------------------------------------------------------------------------
+
+def training_figure(base_curve: pd.DataFrame, kae_losses: pd.DataFrame, main_lambda: float | None = None,
+                    title: str = "") -> Figure:
+    """Base network: loss and accuracy per epoch. KAE: total loss per lambda_iso (mean, min-max band over
+    seeds) and the loss terms at the main lambda_iso (mean over seeds). kae_losses: lambda_iso, seed,
+    epoch, total, recon, state, latent, iso."""
+    plt = _pyplot()
+    with _style():
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.3))
+        ax = axes[0]
+        ax.plot(base_curve["epoch"], base_curve["loss"], color="C0", label="loss")
+        _log_y(ax)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy (train)")
+        ax.set_title("base network")
+        if "acc" in base_curve:
+            ax2 = ax.twinx()
+            ax2.plot(base_curve["epoch"], 100 * base_curve["acc"], color="C3", lw=1, label="accuracy")
+            ax2.set_ylabel("train accuracy (%)", color="C3")
+        ax = axes[1]
+        lams = sorted(kae_losses["lambda_iso"].unique(), reverse=True)
+        cmap = plt.get_cmap("viridis")
+        for i, lam in enumerate(lams):
+            d = kae_losses[kae_losses["lambda_iso"] == lam]
+            g = d.groupby("epoch")["total"].agg(["mean", "min", "max"])
+            c = cmap(0.1 + 0.75 * i / max(1, len(lams) - 1))
+            ax.plot(g.index, g["mean"], color=c, lw=1.2, label=f"$\\lambda_{{iso}}$={lam:g}")
+            ax.fill_between(g.index, g["min"], g["max"], color=c, alpha=0.2, lw=0)
+        _log_y(ax)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("total loss")
+        ax.set_title(f"KAE ({kae_losses['seed'].nunique()} seeds)")
+        ax.legend(frameon=False, fontsize=7)
+        ax = axes[2]
+        lam = main_lambda if main_lambda is not None else lams[0]
+        d = kae_losses[kae_losses["lambda_iso"] == lam].groupby("epoch").mean(numeric_only=True)
+        for j, term in enumerate(("recon", "state", "latent", "iso")):
+            if term in d and d[term].notna().any():
+                ax.plot(d.index, d[term], color=f"C{j}", lw=1.2, label=term if term != "iso" else "iso (unweighted)")
+        _log_y(ax)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss term")
+        ax.set_title(f"KAE terms, $\\lambda_{{iso}}$={lam:g}")
+        ax.legend(frameon=False)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+    return fig
+
+
+def path_figure(layers: np.ndarray, path: np.ndarray, background: np.ndarray, background_labels: np.ndarray,
+                sample_labels: np.ndarray, colors: Sequence[str], names: Sequence[str], title: str = "") -> Figure:
+    """The network's layers L0..LL (left) and the KAE's decoded iterates t = 0..k (right) of a few samples,
+    in 2-D coordinates: layers (L+1, m, 2), path (k+1, m, 2); background: e.g. the last layer of many points."""
+    plt = _pyplot()
+    with _style():
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4.3), sharex=True, sharey=True)
+        n_layers, k = len(layers) - 1, len(path) - 1
+        for ax in axes:
+            for c in range(len(colors)):
+                m = np.asarray(background_labels) == c
+                ax.scatter(background[m, 0], background[m, 1], s=3, c=colors[c], alpha=0.3, linewidths=0,
+                           rasterized=True)
+        for j in range(layers.shape[1]):
+            c = colors[int(sample_labels[j])]
+            axes[0].plot(layers[:, j, 0], layers[:, j, 1], "-", color=c, lw=1.2, alpha=0.9)
+            axes[0].scatter(layers[:, j, 0], layers[:, j, 1], s=18, color=c, edgecolors="k", linewidths=0.5, zorder=3)
+            axes[0].annotate("L0", layers[0, j], fontsize=6, xytext=(2, 2), textcoords="offset points")
+            axes[1].plot(path[:, j, 0], path[:, j, 1], "-", color=c, lw=1.2, alpha=0.9)
+            # the iterates closest to each layer's depth (t = l k / L), and the two ends
+            marks = np.unique(np.round(np.arange(n_layers + 1) * k / max(n_layers, 1)).astype(int))
+            axes[1].scatter(path[marks, j, 0], path[marks, j, 1], s=18, color=c, edgecolors="k", linewidths=0.5,
+                            zorder=3)
+            axes[1].plot(layers[:, j, 0], layers[:, j, 1], ":", color=c, lw=0.8, alpha=0.6)
+            axes[1].annotate("t=0", path[0, j], fontsize=6, xytext=(2, 2), textcoords="offset points")
+        axes[0].set_title(f"network layers L0..L{n_layers}")
+        axes[1].set_title(f"KAE decoded iterates t = 0..{k} (dotted: layers)")
+        for ax in axes:
+            ax.set_xlabel("PC 1 of the last layer")
+        axes[0].set_ylabel("PC 2 of the last layer")
+        class_legend(fig, colors, names)
+        if title:
+            fig.suptitle(title)
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.86 if title else 0.92, bottom=0.2, wspace=0.08)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage entry points (read the pipeline's files)
+# ---------------------------------------------------------------------------------------------
+
+def _labels_info(ds: Mapping) -> tuple[list[str], list[str]]:
+    return palette(ds["classes"], ds.get("source", "")), class_names(ds["classes"], ds.get("source", ""))
+
+
+def run_layers_figure(ds: Mapping, reps_path: str, out_png: str, out_pdf: str, n_points: int = N_POINTS,
+                      seed: int = SEED, log=print) -> None:
+    """Figure 1: the top-3 principal components of every base layer (preprocessing with q = 3, fitted on
+    the split shown), `n_points` points."""
+    from kaepipe.represent import load_reps
+
+    layers, labels = load_reps(reps_path)
+    pcs = layer_pcs(list(layers))
+    idx = subsample(len(labels), n_points, seed)
+    colors, names = _labels_info(ds)
+    fig = layers_figure([p[idx] for p in pcs], labels[idx], colors, names,
+                        title=f"{ds['name']}: top-3 principal components per layer ({len(idx)} points)")
+    save_figure(fig, out_png, out_pdf)
+    log(f"layers figure: {len(pcs)} layers, {len(idx)} points")
+
+
+def run_training_figure(ds: Mapping, base_curve: str, kae_losses: Sequence[str], out_png: str, out_pdf: str,
+                        log=print) -> None:
+    """Training curves of the base network and of every KAE of the dataset."""
+    from kaepipe.io import parquet_metadata, read_parquet
+
+    frames = []
+    for p in kae_losses:
+        df = read_parquet(p, ["epoch", "total"])
+        meta = parquet_metadata(p)
+        frames.append(df.assign(lambda_iso=float(meta["lambda_iso"]), seed=int(meta["seed"])))
+    losses = pd.concat(frames, ignore_index=True)
+    curve = read_parquet(base_curve, ["epoch", "loss"])
+    fig = training_figure(curve, losses, float(ds["kae"]["main_lambda_iso"]), title=f"{ds['name']}: training")
+    save_figure(fig, out_png, out_pdf)
+    log(f"training figure: base {len(curve)} epochs, {len(kae_losses)} KAEs")
+
+
+def decoded_path(kae, x0: np.ndarray) -> np.ndarray:
+    """psi(K^t phi(x0)) for t = 0..k as float64 (k + 1, n, q)."""
+    import torch
+
+    with torch.no_grad():
+        return kae.path(torch.as_tensor(np.asarray(x0), dtype=torch.float32)).double().numpy()
+
+
+def pick_samples(labels: np.ndarray, per_class: int = 2, max_classes: int = 5, seed: int = SEED) -> np.ndarray:
+    """A handful of sample indices: `per_class` of each of the first `max_classes` classes (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in sorted(np.unique(labels))[:max_classes]:
+        idx = np.flatnonzero(labels == c)
+        out.extend(np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False)))
+    return np.asarray(out, dtype=np.int64)
+
+
+def run_path_figure(ds: Mapping, reps_path: str, preprocessing: str, kae_path: str, out_png: str, out_pdf: str,
+                    n_points: int = N_POINTS, seed: int = SEED, log=print) -> None:
+    """The decoded KAE path of a few samples next to the network's (preprocessed, aligned) layers, in the
+    plane of the last layer's top-2 principal components."""
+    from kaepipe.kae import load_kae
+    from kaepipe.represent import load_preprocessing, load_reps, sign_fixed_directions
+
+    layers, labels = load_reps(reps_path)
+    pre = load_preprocessing(preprocessing)
+    last = len(layers) - 1
+    zs = [pre[i].apply(layers[i]) for i in range(len(layers))]
+    kae, meta = load_kae(kae_path)
+    samples = pick_samples(labels, per_class=2 if ds["classes"] <= 3 else 1, max_classes=min(ds["classes"], 5),
+                           seed=seed)
+    path = decoded_path(kae, zs[0][samples].astype(np.float32))
+    mean = zs[last].mean(axis=0)
+    v = sign_fixed_directions(zs[last] - mean, 2)
+    proj = lambda a: (np.asarray(a) - mean) @ v.T  # noqa: E731
+    bg = subsample(len(labels), n_points, seed)
+    colors, names = _labels_info(ds)
+    fig = path_figure(np.stack([proj(z[samples]) for z in zs]), np.stack([proj(p) for p in path]),
+                      proj(zs[last][bg]), labels[bg], labels[samples], colors, names,
+                      title=f"{ds['name']}: layers vs KAE path ($\\lambda_{{iso}}$={meta.get('lambda_iso')}, "
+                            f"seed {meta.get('seed')})")
+    save_figure(fig, out_png, out_pdf)
+    log(f"path figure: {len(samples)} samples, {len(path) - 1} KAE steps, {last} layers")
+
+
+def pick_lambdas(grid: Sequence[float], wanted: Sequence[float] = (1.0, 1e-3, 0.0), n: int = 3) -> list[float]:
+    """The isometry weights shown: the paper's {1, 1e-3, 0} where in the grid, else spread over the grid."""
+    grid = sorted({float(x) for x in grid}, reverse=True)
+    chosen = [w for w in wanted if w in grid]
+    if len(chosen) < min(n, len(grid)):
+        picks = np.unique(np.round(np.linspace(0, len(grid) - 1, min(n, len(grid)))).astype(int))
+        chosen = sorted(set(chosen) | {grid[i] for i in picks}, reverse=True)[:n]
+    return sorted(chosen, reverse=True)
+
+
+def encode(kae, x: np.ndarray) -> np.ndarray:
+    """phi(x) as float64."""
+    import torch
+
+    with torch.no_grad():
+        return kae.encode(torch.as_tensor(np.asarray(x), dtype=torch.float32)).double().numpy()
+
+
+def use_cpu_threads(threads: int) -> None:
+    """torch on `threads` CPU threads (figures never need a GPU)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def topology_split(ds: Mapping) -> tuple[str, int, int | None]:
+    """The split, subset seed and subset size (None = all) the topology stage measures (its settings),
+    or the paper's split, seed 0 and None when the topology stage is not installed."""
+    try:
+        from kaepipe.topology_stage import topology_settings
+    except ImportError:
+        evaluation = ds.get("evaluation") or {"paper": "test"}
+        return evaluation.get("paper", next(iter(evaluation.values()))), SEED, None
+    s = topology_settings(ds)
+    return s["split"], int(s["seed"]), s.get("points")
+
+
+def topology_points(ds: Mapping, reps_paths: Mapping[str, str], preprocessing: str, layers: Sequence[int],
+                    points: int | None) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Preprocessed layers and labels of at most `points` of the points the topology stage measures
+    (its split and subset seed); reps_paths: split -> reps .pt file."""
+    from kaepipe.represent import load_preprocessing, load_reps
+
+    split, seed, _ = topology_split(ds)
+    raw, labels = load_reps(reps_paths[split])
+    n_layers = raw.shape[0]
+    wanted = [i % n_layers for i in layers]
+    pre = load_preprocessing(preprocessing, wanted)
+    idx = subsample(raw.shape[1], points if points is not None else raw.shape[1], seed)
+    return {i: pre[i].apply(raw[i][idx]) for i in wanted}, labels[idx]
+
+
+def isometry_curves(curve_paths: Mapping[float, str], seed: int | None = None) -> pd.DataFrame:
+    """Betti curves of the original x_L and of phi(x_L) per lambda_iso from the topology stage's
+    betti_curves.parquet files (columns t, beta_0, beta_1, cloud in {original, encoded}, and seed when the
+    file holds several KAEs: then only `seed`'s rows, or the first seed's); the original's curve is taken
+    from the file whose grid reaches furthest."""
+    from kaepipe.io import read_parquet
+
+    parts, originals = [], []
+    for lam, path in sorted(curve_paths.items(), reverse=True):
+        df = read_parquet(path, ["t", "cloud"])
+        if "seed" in df:
+            df = df[df["seed"] == (seed if seed is not None else df["seed"].iloc[0])].drop(columns="seed")
+        parts.append(df[df["cloud"] == "encoded"].drop(columns="cloud").assign(source=f"{lam:g}"))
+        originals.append(df[df["cloud"] == "original"].drop(columns="cloud").assign(source="original"))
+    best = max(originals, key=lambda d: float(d["t"].max()) if len(d) else -1.0)
+    return pd.concat([best, *parts], ignore_index=True)
+
+
+def run_isometry_figure(ds: Mapping, reps_paths: Mapping[str, str], preprocessing: str, kae_models: Mapping[float, str],
+                        curve_paths: Mapping[float, str] | None, out_png: str, out_pdf: str,
+                        log=print) -> None:
+    """Figure 2: 3-D PCA of the preprocessed last layer and of phi(x_L) per lambda_iso (the topology stage's
+    isometry points), plus its beta_0/beta_1 curves when `curve_paths` ({lambda: betti_curves.parquet}) is given."""
+    from kaepipe.kae import load_kae
+
+    try:
+        from kaepipe.topology_stage import topology_settings
+
+        n_points = int(topology_settings(ds)["isometry"]["points"])
+    except ImportError:
+        n_points = N_POINTS
+    clouds, labels = topology_points(ds, reps_paths, preprocessing, [-1], n_points)
+    x = next(iter(clouds.values()))
+    enc, seeds = {}, set()
+    for lam, path in sorted(kae_models.items(), reverse=True):
+        kae, meta = load_kae(path)
+        enc[f"{lam:g}"] = encode(kae, x.astype(np.float32))
+        seeds.add(meta.get("seed"))
+    seed = seeds.pop() if len(seeds) == 1 else None
+    curves = isometry_curves(curve_paths, seed) if curve_paths else None
+    colors, names = _labels_info(ds)
+    fig = isometry_figure(x, enc, labels, colors, names, curves,
+                          title=f"{ds['name']}: last layer $x_L$ vs $\\phi(x_L)$ ({len(x)} points)")
+    save_figure(fig, out_png, out_pdf)
+    log(f"isometry figure: lambdas {list(enc)}, {len(x)} points, curves {'yes' if curves is not None else 'no'}")
+
+
+def run_topology_figure(ds: Mapping, layer_table: str, iterate_tables: Sequence[str], kae_path: str,
+                        reps_paths: Mapping[str, str], preprocessing: str, out_png: str, out_pdf: str,
+                        n_points: int = N_POINTS,
+                        log=print) -> None:
+    """Figure 3: beta_0 per base layer and per KAE iterate from the topology stage's tables (columns step,
+    betti0, eps, seed), published MNIST values where they apply (the paper's eps, or its equivalent for a
+    preprocessing fitted on ds.splits.train.size digits), and 3-D PCA of iterates {0, k/3, 2k/3, k} of the
+    first-seed KAE on (a subset of) the same points."""
+    from kaepipe.io import read_parquet
+    from kaepipe.kae import load_kae
+    from kaepipe.summary import published_topology
+
+    lay = read_parquet(layer_table, ["step", "betti0", "eps"])
+    its = pd.concat([read_parquet(p, ["step", "betti0", "eps", "seed"]) for p in iterate_tables], ignore_index=True)
+    layer_df = pd.DataFrame({"layer": lay["step"].astype(int), "beta_0": lay["betti0"].astype(float)})
+    iter_df = pd.DataFrame({"t": its["step"].astype(int), "seed": its["seed"].astype(int),
+                            "beta_0": its["betti0"].astype(float)})
+    eps_l, eps_i = float(lay["eps"].iloc[0]), float(its["eps"].iloc[0])
+    metric = str(lay["metric"].iloc[0]) if "metric" in lay else "euclidean"
+
+    n_train = ((ds.get("splits") or {}).get("train") or {}).get("size")  # the preprocessing's fit (paper eps)
+
+    def published(source, steps, eps):
+        vals = [published_topology(ds["name"], source, int(s), eps, metric, n_train) for s in steps]
+        return None if all(np.isnan(vals)) else vals
+
+    kae, meta = load_kae(kae_path)
+    stage_points = topology_split(ds)[2]
+    clouds, labels = topology_points(ds, reps_paths, preprocessing, [0],
+                                     n_points if stage_points is None else min(n_points, int(stage_points)))
+    path = decoded_path(kae, next(iter(clouds.values())).astype(np.float32))
+    sel = {t: path[t] for t in iterate_selection(kae.cfg.k)}
+    colors, names = _labels_info(ds)
+    title = (f"{ds['name']}: $\\beta_0$ of layers and KAE iterates ($\\lambda_{{iso}}$={meta.get('lambda_iso')}, "
+             f"{iter_df.seed.nunique()} seeds); below: iterates of seed {meta.get('seed')}, {len(labels)} points")
+    fig = topology_figure(layer_df, iter_df, sel, labels, colors, names,
+                          published("mlp", range(int(layer_df.layer.max()) + 1), eps_l),
+                          published("kae", range(int(iter_df.t.max()) + 1), eps_i), eps_l, eps_i, title)
+    save_figure(fig, out_png, out_pdf)
+    log(f"topology figure: {len(layer_df)} layers, {iter_df.t.nunique()} iterates x {iter_df.seed.nunique()} seeds, "
+        f"PCA of iterates {sorted(sel)}")
+
+
+def run_editing_figure(ds: Mapping, reps_path: str, preprocessing: str, kae_path: str, edited_path: str,
+                       target: int, out_png: str, out_pdf: str, method: str = "paper", n_points: int = N_POINTS,
+                       seed: int = SEED, log=print) -> None:
+    """Figure 4: 3-D PCA of the outputs Z O before and Z O' after the edit that forgets `target`
+    (the unlearning stage's edited operator `method`), for up to `n_points` points of the paper's split."""
+    from kaepipe.kae import load_kae
+    from kaepipe.represent import load_preprocessing, load_reps
+    from kaepipe.unlearn import load_edited, observables, operator_matrix
+
+    layers, labels = load_reps(reps_path)
+    idx = subsample(len(labels), n_points, seed)
+    x0 = load_preprocessing(preprocessing, [0])[0].apply(layers[0][idx])
+    kae, meta = load_kae(kae_path)
+    edited, emeta = load_edited(edited_path, method)
+    Z = observables(kae, x0)
+    before = Z @ operator_matrix(kae)
+    after = Z @ edited.operator.double().numpy()
+    colors, names = _labels_info(ds)
+    name = names[target] if target < len(names) else str(target)
+    title = (f"{ds['name']}: unlearning class {name} by editing $K^k$ "
+             f"($\\lambda_{{iso}}$={meta.get('lambda_iso')}, seed {meta.get('seed')}, {len(idx)} points)")
+    fig = editing_figure(before, after, labels[idx], target, colors, names, title=title)
+    save_figure(fig, out_png, out_pdf)
+    log(f"editing figure: class {target}, method {method}, {len(idx)} points, "
+        f"mean output shift {np.linalg.norm(after - before, axis=1).mean():.4g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Input paths of the figure rules (used by workflow/rules/figures.smk)
+# ---------------------------------------------------------------------------------------------
+
+def paper_split(config: Mapping, dataset: str) -> str:
+    """The split the paper shows: that of the dataset's `paper` protocol (Yin-Yang train, MNIST test)."""
+    evaluation = config["datasets"][dataset]["evaluation"]
+    return evaluation.get("paper", next(iter(evaluation.values())))
+
+
+def main_kae_file(config: Mapping, dataset: str, name: str = "model.safetensors") -> str:
+    """A file of the dataset's first-seed KAE at its main lambda_iso."""
+    from kaepipe.config import lambda_tag
+
+    kae = config["datasets"][dataset]["kae"]
+    return f"results/{dataset}/kae/iso{lambda_tag(kae['main_lambda_iso'])}/seed{kae['seeds'][0]}/{name}"
+
+
+def reps_files(dataset: str, splits: Sequence[str] = ("train", "test")) -> dict[str, str]:
+    """{reps_<split>: path} of every split (figures of the topology stage measure the split it names)."""
+    return {f"reps_{s}": f"results/{dataset}/reps/{s}.pt" for s in splits}
+
+
+def isometry_lambdas(config: Mapping, dataset: str) -> list[float]:
+    """The isometry weights the isometry figure shows (see pick_lambdas)."""
+    return pick_lambdas(config["datasets"][dataset]["kae"]["lambda_iso"])
+
+
+def isometry_inputs(config: Mapping, dataset: str) -> dict[str, str]:
+    """KAE (first seed) and Betti-curve files of the topology stage for each lambda_iso shown."""
+    from kaepipe.config import lambda_tag
+
+    seed = config["datasets"][dataset]["kae"]["seeds"][0]
+    out = {}
+    for lam in isometry_lambdas(config, dataset):
+        tag = lambda_tag(lam)
+        out[f"kae_{tag}"] = f"results/{dataset}/kae/iso{tag}/seed{seed}/model.safetensors"
+        out[f"curves_{tag}"] = f"results/{dataset}/topology/isometry/iso{tag}/betti_curves.parquet"
+    return out
+
+
+def iterate_tables(config: Mapping, dataset: str) -> list[str]:
+    """The topology stage's beta_0 tables of every seed's KAE at the main lambda_iso."""
+    from kaepipe.config import lambda_tag
+
+    kae = config["datasets"][dataset]["kae"]
+    lam = lambda_tag(kae["main_lambda_iso"])
+    return [f"results/{dataset}/topology/iterates/iso{lam}/seed{s}.parquet" for s in kae["seeds"]]
+
+
+def figure_files(names: Sequence[str], datasets: Sequence[str]) -> list[str]:
+    """results/figures/<name>_<dataset>.{png,pdf} of every figure name and dataset."""
+    return [f"results/figures/{n}_{d}.{e}" for n in names for d in datasets for e in ("png", "pdf")]
+
+
+def unlearn_datasets(config: Mapping, datasets: Sequence[str]) -> list[str]:
+    """The datasets with an `unlearn` block (those the unlearning stage edits)."""
+    return [d for d in datasets if config["datasets"][d].get("unlearn")]
+
+
+def editing_target(config: Mapping, dataset: str, preferred: int = 4) -> int:
+    """The class the editing figure forgets: the paper's (4) when edited, else the first edited class."""
+    from kaepipe.unlearn import unlearn_settings
+
+    targets = [int(t) for t in unlearn_settings(config["datasets"][dataset])["target_classes"]]
+    if not targets:
+        raise ValueError(f"datasets.{dataset}.unlearn.target_classes is empty: no edit to draw")
+    return preferred if preferred in targets else targets[0]
+
+
+def edited_file(config: Mapping, dataset: str) -> str:
+    """The unlearning stage's edited model of the first-seed KAE (main lambda_iso) for the figure's class."""
+    from kaepipe.config import lambda_tag
+
+    kae = config["datasets"][dataset]["kae"]
+    return (f"results/{dataset}/unlearn/iso{lambda_tag(kae['main_lambda_iso'])}/seed{kae['seeds'][0]}/"
+            f"class{editing_target(config, dataset)}/edited.safetensors")

@@ -1,0 +1,376 @@
+"""The final aggregation: every table against the published values, the configuration, the library
+versions and the wall time of each stage, written to results/summary.md (+ CSV/Markdown/LaTeX tables).
+
+Published numbers are those of METHOD.md: accuracy (section 6), topology (section 7), editing
+(section 8). `difference` is always ours - published (in the table's units).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kaepipe.tables import cell, mean_std, to_markdown, write_table
+
+# Section 6: macro accuracy (%), "paper" protocol; (mean, population std over seeds or None for one MLP).
+PUBLISHED_ACCURACY: dict[tuple[str, str], tuple[float, float | None]] = {
+    ("yinyang", "MLP"): (99.31, None),
+    ("yinyang", "KAE"): (98.75, 0.15),
+    ("mnist", "MLP"): (99.03, None),
+    ("mnist", "KAE"): (98.53, 0.04),
+}
+# Section 7: MNIST beta_0, all 10k test points; base layers at eps 0.166, KAE iterates (mean) at eps 0.14.
+PUBLISHED_TOPOLOGY = {
+    "mlp": {"eps": 0.166, "values": [368, 10, 1, 1, 1]},
+    "kae": {"eps": 0.14, "values": [8633, 7655, 5153, 2305, 692, 206, 49, 19, 11, 9, 9]},
+}
+# Section 8: accuracy (%) of the target class before -> after the edit, mean (std) over five KAEs.
+PUBLISHED_EDITING: dict[tuple[str, int], tuple[tuple[float, float], tuple[float, float]]] = {
+    ("yinyang", 0): ((98.78, 1.18), (85.01, 1.90)),
+    ("yinyang", 1): ((98.27, 0.21), (78.88, 8.53)),
+    ("yinyang", 2): ((99.97, 0.05), (62.52, 1.35)),
+    ("mnist", 1): ((99.23, 0.04), (0.0, 0.0)),
+    ("mnist", 4): ((98.29, 0.08), (0.0, 0.0)),
+    ("mnist", 7): ((98.01, 0.18), (0.0, 0.0)),
+}
+# The published setting the comparison applies to: the MNIST numbers of METHOD need the paper's
+# source; the Yin-Yang numbers the 2-feature variant evaluated on its training set (protocol paper).
+PUBLISHED_PROTOCOL = "paper"
+
+TABLE_TITLES = {
+    "accuracy": "Surrogate accuracy (METHOD section 6)",
+    "topology": "beta_0 of base layers and KAE iterates (METHOD section 7)",
+    "isometry": "Isometry study: phi(x_L) against x_L (METHOD section 7)",
+    "editing": "Class unlearning by editing K (METHOD section 8)",
+    "baselines": "Unlearning baselines",
+    "walltime": "Wall time per stage (benchmark files)",
+}
+
+
+def _num(v: Any) -> float:
+    """A float, NaN for None/missing."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _cell(mean: float, std: float | None, digits: int = 2) -> str:
+    """'mean (std)', 'mean' without a std, '-' for NaN."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return cell(mean, std, digits)
+
+
+def _round(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
+    """Round float columns so the CSV, Markdown and the summary print the same numbers."""
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(digits)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison tables
+# ---------------------------------------------------------------------------------------------
+
+def accuracy_comparison(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table (MLP and KAE at the main lambda_iso) with the published value and the difference."""
+    rows = []
+    for r in accuracy.itertuples(index=False):
+        pub_mean, pub_std = (PUBLISHED_ACCURACY.get((r.dataset, r.model), (math.nan, None))
+                             if r.protocol == PUBLISHED_PROTOCOL else (math.nan, None))
+        ours_std = float(r.acc_std) if r.model == "KAE" else None
+        rows.append({"dataset": r.dataset, "protocol": r.protocol, "split": r.split, "model": r.model,
+                     "lambda_iso": _num(r.lambda_iso), "n_seeds": int(r.n_seeds),
+                     "published": _cell(pub_mean, pub_std), "ours": _cell(float(r.acc_mean), ours_std),
+                     "published_mean": pub_mean, "ours_mean": float(r.acc_mean),
+                     "ours_std": float(r.acc_std), "difference": float(r.acc_mean) - pub_mean})
+    return _round(pd.DataFrame(rows))
+
+
+def paper_eps_scale(n_train: int | None) -> float:
+    """Factor that carries the paper's eps to a preprocessing fitted on n_train points instead of 60k.
+
+    The preprocessing scales the training matrix to Frobenius norm 100, so the points' RMS radius is
+    100 / sqrt(n_train): the same relative scale is eps * sqrt(60000 / n_train)."""
+    return math.sqrt(MNIST_PAPER_TRAIN / n_train) if n_train else 1.0
+
+
+MNIST_PAPER_TRAIN = 60000
+
+
+def published_topology(dataset: str, source: str, step: int, eps: float, metric: str = "euclidean",
+                       n_train: int | None = None) -> float:
+    """The published MNIST beta_0 of this row, else NaN: only for MNIST, the Euclidean metric and the paper's
+    eps, either as published or carried to a preprocessing fitted on n_train digits (paper_eps_scale)."""
+    pub = PUBLISHED_TOPOLOGY.get(source)
+    if dataset != "mnist" or pub is None or metric != "euclidean":
+        return math.nan
+    candidates = [pub["eps"], pub["eps"] * paper_eps_scale(n_train)]
+    if not any(math.isclose(float(eps), c, rel_tol=2e-3) for c in candidates):
+        return math.nan
+    return float(pub["values"][step]) if 0 <= step < len(pub["values"]) else math.nan
+
+
+def topology_comparison(long: pd.DataFrame, n_train: Mapping[str, int] | None = None) -> pd.DataFrame:
+    """beta_0 per dataset, model (mlp layer / kae iterate) and step: mean (population std) and min-max over
+    seeds, the published value and the difference. `long`: results/tables/topology.csv; n_train: the
+    training-set size per dataset (the preprocessing's fit, for the paper's eps)."""
+    long = long.copy()
+    long["lambda_iso"] = pd.to_numeric(long["lambda_iso"], errors="coerce")
+    if "metric" not in long:
+        long["metric"] = "euclidean"
+    keys = ["dataset", "source", "lambda_iso", "eps", "metric", "step"]
+    rows = []
+    for key, g in long.groupby(keys, dropna=False, sort=False):
+        dataset, source, lam, eps, metric, step = key
+        m, s = mean_std(g["betti0"])
+        pub = published_topology(dataset, source, int(step), float(eps), metric, (n_train or {}).get(dataset))
+        rows.append({"dataset": dataset, "model": source, "lambda_iso": _num(lam), "eps": float(eps),
+                     "step": int(step), "n_seeds": len(g), "published": "-" if math.isnan(pub) else f"{pub:g}",
+                     "ours": _cell(m, s if source != "mlp" else None, 1), "published_mean": pub, "ours_mean": m,
+                     "ours_std": s, "ours_min": float(g["betti0"].min()), "ours_max": float(g["betti0"].max()),
+                     "difference": m - pub})
+    out = pd.DataFrame(rows)
+    out = out.sort_values(["dataset", "model", "lambda_iso", "step"], ascending=[True, False, True, True],
+                          kind="mergesort", na_position="first").reset_index(drop=True)
+    return _round(out)
+
+
+def topology_rows_shown(df: pd.DataFrame, max_steps: int = 11) -> pd.DataFrame:
+    """The rows of the topology table shown in summary.md: every base layer, and for KAEs with more than
+    `max_steps` iterates an evenly spaced selection (always t = 0 and t = k); the CSV keeps every step."""
+    keep = []
+    for _, g in df.groupby(["dataset", "model", "lambda_iso"], dropna=False, sort=False):
+        steps = np.sort(g["step"].unique())
+        if len(steps) > max_steps:
+            chosen = set(steps[np.unique(np.round(np.linspace(0, len(steps) - 1, max_steps)).astype(int))])
+            g = g[g["step"].isin(chosen)]
+        keep.append(g)
+    return pd.concat(keep).loc[lambda d: d.index.sort_values()] if keep else df
+
+
+ISOMETRY_SHOWN = ("distortion", "bottleneck_h0", "bottleneck_h1", "betti0_curve_l1", "betti1_curve_l1")
+
+
+def isometry_comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """The isometry table as mean (population std) cells; the paper publishes no numbers, only the trend
+    (the stronger the penalty, the closer phi(x) to x), so `published` is '-'."""
+    rows = []
+    for r in table.to_dict("records"):
+        row = {"dataset": r["dataset"], "lambda_iso": _num(r["lambda_iso"]), "n_seeds": int(r.get("n_seeds", 1)),
+               "points": int(r.get("points", 0)), "published": "-"}
+        for m in ISOMETRY_SHOWN:
+            if f"{m}_mean" in r:
+                row[m] = _cell(_num(r[f"{m}_mean"]), _num(r.get(f"{m}_std")), 4)
+        for m in ISOMETRY_SHOWN:
+            if f"{m}_mean" in r:
+                row[f"{m}_mean"] = _num(r[f"{m}_mean"])
+        rows.append(row)
+    return _round(pd.DataFrame(rows))
+
+
+def editing_comparison(editing: pd.DataFrame) -> pd.DataFrame:
+    """The editing table of the unlearning stage (results/tables/editing.csv: one row per dataset, protocol,
+    method and target class with target_/retained_{before,after}_{mean,std} over seeds) against METHOD 8.
+
+    Published values apply to the `paper` method and protocol; the retained classes are not published."""
+    rows = []
+    for r in editing.to_dict("records"):
+        target = int(r["target_class"])
+        ok = r.get("method", "paper") == "paper" and r.get("protocol", PUBLISHED_PROTOCOL) == PUBLISHED_PROTOCOL
+        pub = PUBLISHED_EDITING.get((r["dataset"], target)) if ok else None
+        (pbm, pbs), (pam, pas) = pub if pub else ((math.nan, math.nan), (math.nan, math.nan))
+        bm, bs, am, as_ = (_num(r[f"target_{w}"]) for w in ("before_mean", "before_std", "after_mean", "after_std"))
+        row = {k: r[k] for k in ("dataset", "protocol", "split", "method") if k in r}
+        row.update({"target": target, "n_seeds": int(r.get("n_seeds", 1)),
+                    "published_before": _cell(pbm, pbs), "ours_before": _cell(bm, bs),
+                    "published_after": _cell(pam, pas), "ours_after": _cell(am, as_),
+                    "difference_before": bm - pbm, "difference_after": am - pam})
+        if "retained_before_mean" in r:
+            row["ours_retained"] = (f"{_cell(_num(r['retained_before_mean']), _num(r.get('retained_before_std')))} -> "
+                                    f"{_cell(_num(r['retained_after_mean']), _num(r.get('retained_after_std')))}")
+        row.update({"before_mean": bm, "before_std": bs, "after_mean": am, "after_std": as_})
+        rows.append(row)
+    return _round(pd.DataFrame(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# Wall time
+# ---------------------------------------------------------------------------------------------
+
+def read_benchmark(path: str | Path) -> float:
+    """Wall seconds of one job: the first column `s` of a Snakemake benchmark TSV (mean over repeats)."""
+    df = pd.read_csv(path, sep="\t")
+    if df.empty or "s" not in df:
+        raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column)")
+    return float(df["s"].mean())
+
+
+def walltime_table(benchmarks: Sequence[str | Path]) -> pd.DataFrame:
+    """Per stage (the benchmark folder, i.e. results/benchmarks/<stage>/<job>.tsv): jobs, total, max
+    and mean wall seconds; a last row 'all' with the totals."""
+    rows = []
+    for p in benchmarks:
+        p = Path(p)
+        try:
+            rows.append({"stage": p.parent.name, "job": p.stem, "s": read_benchmark(p)})
+        except (ValueError, OSError, pd.errors.ParserError):
+            continue
+    if not rows:
+        return pd.DataFrame(columns=["stage", "jobs", "total_s", "max_s", "mean_s"])
+    df = pd.DataFrame(rows)
+    out = (df.groupby("stage", sort=True)["s"].agg(jobs="size", total_s="sum", max_s="max", mean_s="mean")
+           .reset_index())
+    total = pd.DataFrame([{"stage": "all", "jobs": len(df), "total_s": df["s"].sum(), "max_s": df["s"].max(),
+                           "mean_s": df["s"].mean()}])
+    return _round(pd.concat([out, total], ignore_index=True), 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary document
+# ---------------------------------------------------------------------------------------------
+
+def config_yaml(config: Mapping) -> str:
+    """The configuration as YAML (only the datasets that ran, plus the global keys)."""
+    import yaml
+
+    from kaepipe.io import to_jsonable
+
+    cfg = to_jsonable(dict(config))
+    run = cfg.get("run") or list(cfg.get("datasets", {}))
+    cfg["datasets"] = {k: v for k, v in cfg.get("datasets", {}).items() if k in run}
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=110)
+
+
+# Numeric helper columns kept in the CSV but not repeated in the Markdown and LaTeX (their cells are shown).
+HIDDEN = ("published_mean", "ours_mean", "ours_std", "ours_min", "ours_max", "before_mean", "before_std",
+          "after_mean", "after_std")
+
+
+def shown(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """The part of a comparison table shown in Markdown/LaTeX and summary.md: without the numeric helper
+    columns, and for topology at most 11 iterates per KAE (the CSV has everything)."""
+    if name == "topology" and len(df):
+        df = topology_rows_shown(df)
+    if name == "isometry":
+        return df[[c for c in df.columns if not c.endswith("_mean")]]
+    return df[[c for c in df.columns if c not in HIDDEN]]
+
+
+def summary_markdown(tables: Mapping[str, pd.DataFrame], notes: Mapping[str, str], config: Mapping,
+                     versions: Mapping[str, str], git_commit: str, figures: Sequence[str] = ()) -> str:
+    """The text of results/summary.md."""
+    lines = ["# kaepipe summary", "",
+             "Reproduction of *Koopman Autoencoders Learn Neural Representation Dynamics* (Aswani & Jabari, 2025).",
+             "Each table gives the published value, ours and the difference (ours - published); mean (population "
+             "std) over seeds as in the paper. The same tables are in `results/tables/summary_<name>.{csv,md,tex}`.",
+             ""]
+    for name, df in tables.items():
+        lines += [f"## {TABLE_TITLES.get(name, name)}", ""]
+        if notes.get(name):
+            lines += [notes[name], ""]
+        lines += [to_markdown(df) if len(df) else "(no rows)\n", ""]
+    if figures:
+        lines += ["## Figures", ""] + [f"- `{f}`" for f in figures] + [""]
+    lines += ["## Configuration", "", "```yaml", config_yaml(config).rstrip(), "```", "",
+              "## Library versions", "", f"git commit: `{git_commit}`", ""]
+    lines += [to_markdown(pd.DataFrame({"library": list(versions), "version": list(versions.values())})), ""]
+    return "\n".join(lines)
+
+
+NOTES = {
+    "accuracy": ("Macro accuracy (%). Published values apply to the `paper` protocol (Yin-Yang: its training "
+                 "set; MNIST: the test set) at the paper's full settings; a reduced configuration is not expected "
+                 "to match them."),
+    "topology": ("beta_0 (number of connected components at scale eps). Published: MNIST, all 10k test points, "
+                 "base layers at eps 0.166, KAE iterates (mean over seeds) at eps 0.14; other rows have none."),
+    "isometry": ("Mean (population std) over seeds. The paper publishes no numbers here, only that phi(x) gets "
+                 "closer to x (smaller distances) as lambda_iso grows."),
+    "editing": "Accuracy (%) of the target class before and after the edit of K^k.",
+    "baselines": "No published numbers (the paper has no unlearning baselines).",
+    "walltime": ("Seconds of wall time per stage (sum over its jobs), from every results/benchmarks/<stage>/*.tsv "
+                 "(the first column `s`; files of earlier runs that are still there count too)."),
+}
+
+
+def summary_tables(inputs: Mapping[str, str | None], config: Mapping | None = None) -> dict[str, pd.DataFrame]:
+    """The comparison tables of every stage table present: keys accuracy, topology, isometry, editing,
+    baselines (CSV paths; None or missing = stage not in this workflow)."""
+    out: dict[str, pd.DataFrame] = {}
+    if inputs.get("accuracy"):
+        out["accuracy"] = accuracy_comparison(pd.read_csv(inputs["accuracy"]))
+    if inputs.get("topology"):
+        n_train = {d: (c.get("splits", {}).get("train") or {}).get("size")
+                   for d, c in (config or {}).get("datasets", {}).items()}
+        out["topology"] = topology_comparison(pd.read_csv(inputs["topology"]), n_train)
+    if inputs.get("isometry"):
+        out["isometry"] = isometry_comparison(pd.read_csv(inputs["isometry"]))
+    if inputs.get("editing"):
+        out["editing"] = editing_comparison(pd.read_csv(inputs["editing"]))
+    if inputs.get("baselines"):  # no published numbers: the table as the unlearning stage wrote it
+        df = pd.read_csv(inputs["baselines"])
+        out["baselines"] = _round(df.fillna({c: "-" for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}))
+    return out
+
+
+def run_summary(config: Mapping, inputs: Mapping[str, str | None], benchmarks: Sequence[str],
+                out_md: str, out_tables: Mapping[str, Mapping[str, str]], figures: Sequence[str] = (),
+                log=print) -> dict[str, pd.DataFrame]:
+    """Write results/summary.md and each comparison table as CSV (every column and row), Markdown and LaTeX
+    (the columns and rows summary.md shows). out_tables: name -> {"csv", "md", "tex"} paths for accuracy,
+    topology, ... and walltime; a declared table whose stage wrote nothing is written empty."""
+    from kaepipe.io import provenance, write_text
+    from kaepipe.tables import to_latex
+
+    tables = summary_tables(inputs, config)
+    tables["walltime"] = walltime_table(benchmarks)
+    prov = provenance({"run": config.get("run"), "inputs": {k: v for k, v in inputs.items() if v}})
+    views = {}
+    for name, df in tables.items():
+        views[name] = shown(name, df)
+        caption = f"{TABLE_TITLES.get(name, name)}. Published vs ours; mean (population std) over seeds."
+        paths = out_tables.get(name)
+        if paths is None:
+            log(f"table {name}: no output declared, only in summary.md")
+            continue
+        write_table(df, paths["csv"], provenance=prov)
+        if paths.get("md"):
+            write_text(to_markdown(views[name]), paths["md"])
+        if paths.get("tex"):
+            write_text(to_latex(views[name], caption), paths["tex"])
+        log(f"{name}: {len(df)} rows")
+    for name, paths in out_tables.items():
+        if name not in tables:
+            empty = pd.DataFrame({"note": [f"no {name} table in this workflow"]})
+            write_table(empty, paths["csv"], paths.get("md"), paths.get("tex"), provenance=prov)
+    notes = dict(NOTES)
+    if "topology" in views and len(views["topology"]) < len(tables["topology"]):
+        notes["topology"] += " Long KAE paths: 11 evenly spaced iterates shown; every step in the CSV."
+    md = summary_markdown(views, notes, config, prov["versions"], prov["git_commit"], figures)
+    write_text(md, out_md)
+    return tables
+
+
+def parse_markdown_tables(text: str) -> list[pd.DataFrame]:
+    """Every pipe table of a Markdown text as a DataFrame of strings (used by the tests)."""
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            header = [c.strip() for c in block[0].strip("|").split("|")]
+            rows = [[c.strip() for c in b.strip("|").split("|")] for b in block[2:]]
+            tables.append(pd.DataFrame(rows, columns=header))
+            block = []
+    return tables
+

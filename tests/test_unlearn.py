@@ -1,0 +1,250 @@
+"""Class unlearning by editing the Koopman operator: the closed form, the targets, the edited model,
+the improved (region) edit, the tables and the config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kaepipe.errors import ConfigError, DataError
+from kaepipe.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.unlearn import (EditedKAE, EditProblem, before_after, class_centroids, closed_form_delta,
+                             edit_operator, edit_targets, editing_tables, load_edited, nearest_indices,
+                             operator_matrix, observables, paper_edit, region_edit, save_edited, transition,
+                             truncate_rank, unlearn_settings)
+
+
+def toy(n: int = 300, p: int = 6, seed: int = 0):
+    """Observables of three Gaussian classes, an invertible operator, labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    means = 2.0 * np.eye(3, p)
+    Z = means[labels] + 0.4 * rng.normal(size=(n, p))
+    O = np.eye(p) + 0.1 * rng.normal(size=(p, p))
+    return Z, O, labels
+
+
+def small_kae(seed: int = 0) -> KoopmanAutoencoder:
+    torch.manual_seed(seed)
+    kae = KoopmanAutoencoder(KAEConfig(in_features=4, hidden=12, latent=6, k=5))
+    with torch.no_grad():
+        kae.koopman.weight.add_(0.1 * torch.randn(6, 6))
+    return kae.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# The closed form
+# ---------------------------------------------------------------------------------------------
+
+def test_constraint_is_met_as_reg_goes_to_zero():
+    rng = np.random.default_rng(1)
+    ZC, H, R = rng.normal(size=(50, 8)), rng.normal(size=(5, 8)), rng.normal(size=(5, 8))  # m < p: feasible
+    errors = [np.linalg.norm(H @ closed_form_delta(ZC, H, R, reg) - R) / np.linalg.norm(R)
+              for reg in (1.0, 1e-2, 1e-4, 1e-7)]
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 1e-5
+
+
+def test_clean_outputs_nearly_unchanged_when_the_forget_set_has_its_own_direction():
+    rng = np.random.default_rng(2)
+    ZC = np.hstack([rng.normal(size=(200, 5)), 1e-3 * rng.normal(size=(200, 1))])  # clean: ~no 6th component
+    H = np.hstack([0.1 * rng.normal(size=(20, 5)), 3.0 + rng.normal(size=(20, 1))])
+    R = H[:, 5:] * rng.normal(size=(1, 6))  # moves that a map of the 6th direction alone can make
+    O = rng.normal(size=(6, 6))
+    delta = closed_form_delta(ZC, H, R, 1e-3)
+    assert np.linalg.norm(ZC @ delta) / np.linalg.norm(ZC @ O) < 0.01  # clean outputs Z_C O nearly unchanged
+    assert np.linalg.norm(H @ delta - R) / np.linalg.norm(R) < 0.05  # while the forgotten ones move
+
+
+def test_dual_primal_and_cached_gram_forms_agree_in_float64():
+    Z, O, labels = toy()
+    f = labels == 1
+    T = edit_targets(Z, Z @ O, f, "nearest")
+    H = Z[f]
+    dual = closed_form_delta(Z[~f], H, T - H @ O, 0.1, "dual")
+    primal = closed_form_delta(Z[~f], H, T - H @ O, 0.1, "primal")
+    cached = EditProblem(O, Z, labels).delta(1, "nearest", 0.1).numpy()
+    assert dual.dtype == primal.dtype == cached.dtype == np.float64
+    np.testing.assert_allclose(primal, dual, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cached, dual, rtol=1e-9, atol=1e-12)
+    # the formula as written in METHOD 8, in plain numpy
+    C0 = Z[~f].T @ Z[~f] + 0.1 * np.eye(Z.shape[1])
+    ref = np.linalg.solve(C0, H.T) @ np.linalg.solve(H @ np.linalg.solve(C0, H.T) + 0.1 * np.eye(len(H)), T - H @ O)
+    np.testing.assert_allclose(dual, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_paper_edit_is_float64_pure_and_validates():
+    Z, O, labels = toy()
+    Z32, O32 = Z.astype(np.float32), O.astype(np.float32)
+    Z_copy, O_copy = Z32.copy(), O32.copy()
+    out = paper_edit(O32, Z32, labels, 0)
+    assert out.dtype == np.float64 and out.shape == O.shape
+    np.testing.assert_array_equal(Z32, Z_copy)
+    np.testing.assert_array_equal(O32, O_copy)
+    with pytest.raises(ConfigError, match="reg"):
+        paper_edit(O, Z, labels, 0, reg=0.0)
+    with pytest.raises(DataError, match="target class 5"):
+        paper_edit(O, Z, labels, 5)
+    with pytest.raises(ConfigError, match="nearest or shared"):
+        paper_edit(O, Z, labels, 0, targets="centroid")
+
+
+def test_nearest_indices_kdtree_and_matmul_agree():
+    rng = np.random.default_rng(3)
+    q, pool = rng.normal(size=(40, 5)), rng.normal(size=(300, 5))
+    brute = np.argmin(((q[:, None] - pool[None]) ** 2).sum(-1), 1)
+    np.testing.assert_array_equal(nearest_indices(q, pool), brute)  # k-d tree (p < 64)
+    np.testing.assert_array_equal(nearest_indices(q, pool, chunk=7, kdtree_below=0), brute)  # chunked matmul
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------------------------
+
+def test_nearest_and_shared_targets():
+    Z, O, labels = toy()
+    Y = Z @ O
+    f = labels == 2
+    clean = np.flatnonzero(~f)
+    nn = clean[np.argmin(((Z[f][:, None] - Z[clean][None]) ** 2).sum(-1), 1)]
+    T = edit_targets(Z, Y, f, "nearest")
+    np.testing.assert_allclose(T, Y[nn])
+    S = edit_targets(Z, Y, f, "shared")
+    assert S.shape == T.shape
+    np.testing.assert_allclose(S, np.repeat(Y[nn[0]][None], f.sum(), 0))  # the first forgotten sample's target
+    assert not np.allclose(T, S)
+    with pytest.raises(ConfigError, match="targets"):
+        edit_targets(Z, Y, f, "everywhere")
+
+
+def test_centroid_and_neighbour_targets_are_retained_class_centroids():
+    Z, O, labels = toy()
+    Y = Z @ O
+    f = labels == 0
+    classes, cents = class_centroids(Y, labels)
+    assert list(classes) == [0, 1, 2]
+    np.testing.assert_allclose(cents[1].numpy(), Y[labels == 1].mean(0))
+    for mode in ("centroid", "neighbour"):
+        T = edit_targets(Z, Y, f, mode, labels)
+        rows = {tuple(np.round(t, 9)) for t in T}
+        allowed = {tuple(np.round(cents[c].numpy(), 9)) for c in (1, 2)}
+        assert rows <= allowed  # only the retained classes' centroids, never the forgotten one's
+    T = edit_targets(Z, Y, f, "centroid", labels)
+    d = ((Y[f][:, None] - cents[1:].numpy()[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(T, cents[1:].numpy()[d.argmin(1)])
+
+
+# ---------------------------------------------------------------------------------------------
+# The improved edit on a toy surrogate (classifier: argmax of the first three outputs)
+# ---------------------------------------------------------------------------------------------
+
+def toy_accuracy(O_new, Z, labels, target):
+    pred = (Z @ O_new)[:, :3].argmax(1)
+    pc = np.array([(pred[labels == c] == c).mean() * 100 for c in range(3)])
+    return pc[target], np.delete(pc, target).mean()
+
+
+@pytest.mark.parametrize("target", [0, 1, 2])
+def test_region_edit_forgets_unseen_samples_and_keeps_the_rest(target):
+    Z, O0, labels = toy(n=600, seed=4)
+    O = np.eye(Z.shape[1])  # identity dynamics: outputs = observables, classes well separated
+    Zt, _, yt = toy(n=600, seed=5)  # held-out samples of the same classes
+    before_t, before_r = toy_accuracy(O, Zt, yt, target)
+    assert before_t > 95
+    new = region_edit(O, Z, labels, target, reg=0.3)
+    after_t, after_r = toy_accuracy(new, Zt, yt, target)
+    assert after_t <= 5.0
+    assert after_r >= before_r - 1.0
+
+
+def test_strength_scales_delta_and_rank_truncation():
+    Z, O, labels = toy()
+    p = EditProblem(O, Z, labels)
+    d1 = p.delta(1, "centroid", 0.3)
+    d2 = p.delta(1, "centroid", 0.3, strength=2.0)
+    torch.testing.assert_close(d2, 2 * d1)
+    d_r = truncate_rank(d1, 2)
+    assert int((torch.linalg.svdvals(d_r) > 1e-10).sum()) == 2
+    torch.testing.assert_close(truncate_rank(d1, None), d1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The edited model
+# ---------------------------------------------------------------------------------------------
+
+def test_operator_and_edited_kae_leave_the_kae_untouched(tmp_path):
+    kae = small_kae()
+    state = {k: v.clone() for k, v in kae.state_dict().items()}
+    O = operator_matrix(kae)
+    assert O.dtype == np.float64
+    torch.testing.assert_close(torch.as_tensor(O).float(), kae.koopman.power(5).T, atol=1e-5, rtol=1e-5)
+    x = torch.randn(30, 4)
+    same = EditedKAE(kae, O)
+    torch.testing.assert_close(same(x), kae(x), atol=1e-5, rtol=1e-5)
+    Z = observables(kae, x.numpy())
+    assert Z.dtype == np.float64
+    labels = np.arange(30) % 3
+    new = paper_edit(O, Z, labels, 1)
+    edited = EditedKAE(kae, new)
+    with torch.no_grad():
+        ref = kae.decode(kae.encode(x) @ torch.as_tensor(new, dtype=torch.float32))
+    torch.testing.assert_close(edited(x), ref)
+    with pytest.raises(ValueError, match="k-step"):
+        edited.advance(kae.encode(x), 1)
+    for k, v in kae.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    save_edited(kae, {"paper": new, "other": O}, tmp_path / "e.safetensors", {"target_class": 1})
+    loaded, meta = load_edited(tmp_path / "e.safetensors", "paper")
+    assert meta["target_class"] == 1 and meta["operators"] == ["other", "paper"]
+    torch.testing.assert_close(loaded(x), edited(x))
+    np.testing.assert_array_equal(loaded.operator.numpy(), new)  # float64, exactly
+    with pytest.raises(DataError, match="no edited operator"):
+        load_edited(tmp_path / "e.safetensors", "region")
+
+
+def test_edit_operator_defaults_match_the_paper():
+    Z, O, labels = toy()
+    np.testing.assert_array_equal(edit_operator(O, Z, labels, 2), paper_edit(O, Z, labels, 2, 0.1, "nearest"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings, config checks, tables
+# ---------------------------------------------------------------------------------------------
+
+def test_settings_defaults_and_config_check(schema_path):
+    from kaepipe.config import load_yaml, merged, validate_config
+
+    ds = {"name": "yy", "classes": 3, "base": {"lr": 0.01}, "unlearn": {"target_classes": [2]}}
+    u = unlearn_settings(ds)
+    assert u["methods"] == ["paper"] and u["reg"] == 0.1 and u["targets"] == "nearest"
+    assert u["baselines"]["finetune_lr"] == 0.01
+    cfg = load_yaml(schema_path.parents[2] / "config.yaml")
+    bad = merged(cfg, {"datasets": {"yinyang": {"unlearn": {"target_classes": [0, 3]}}}})
+    with pytest.raises(ConfigError, match=r"datasets\.yinyang\.unlearn\.target_classes.*\[3\]"):
+        validate_config(bad, schema_path)
+    bad = merged(cfg, {"datasets": {"mnist": {"unlearn": {"target_classes": [1], "reg": 0}}}})
+    with pytest.raises(ConfigError, match=r"datasets\.mnist\.unlearn\.reg"):
+        validate_config(bad, schema_path)
+    bad = merged(cfg, {"datasets": {"mnist": {"unlearn": {"target_classes": [1], "methods": ["magic"]}}}})
+    with pytest.raises(ConfigError, match=r"datasets\.mnist\.unlearn\.methods"):
+        validate_config(bad, schema_path)
+
+
+def test_editing_table_cells_are_mean_population_std():
+    def edit(seed, tb, ta, rb, ra):
+        pc_b = [rb, tb, rb]
+        pc_a = [ra, ta, ra]
+        r = before_after({"per_class": pc_b, "macro": 0}, {"per_class": pc_a, "macro": 0}, 1)
+        return {"dataset": "yinyang", "target_class": 1, "seed": seed,
+                "methods": {"paper": {"edit_seconds": 0.01, "prepare_seconds": 0.1, "settings_text": "reg=0.1",
+                                      "protocols": {"paper": {"split": "train", **r}}}}}
+
+    table, per_class = editing_tables([edit(1, 99.0, 80.0, 98.0, 97.0), edit(2, 97.0, 90.0, 96.0, 95.0)],
+                                      {"yinyang": "yinyang"})
+    row = table.iloc[0]
+    assert row.n_seeds == 2
+    assert row.target == "98.00 (1.00) -> 85.00 (5.00)" == transition([99, 97], [80, 90])
+    assert row.retained == "97.00 (1.00) -> 96.00 (1.00)"
+    assert row.published == "98.27 (0.21) -> 78.88 (8.53)"
+    assert set(per_class["class"]) == {0, 1, 2} and per_class.is_target.sum() == 1

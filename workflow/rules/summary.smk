@@ -1,0 +1,54 @@
+# The final aggregation: results/summary.md with every table against the published values, the
+# configuration, the library versions and the wall time of each stage. Include this file last: the
+# summary waits for every other final target, and picks up the tables of the stages present.
+
+
+# Stage tables the summary compares with the paper, when their stage is in this workflow.
+SUMMARY_INPUTS = {
+    name: path
+    for name, path in {
+        "accuracy": "results/tables/accuracy.csv",
+        "topology": "results/tables/topology.csv",
+        "isometry": "results/tables/isometry.csv",
+        "editing": "results/tables/editing.csv",
+        "baselines": "results/tables/unlearning_baselines.csv",
+    }.items()
+    if any(str(f) == path for r in workflow.rules for f in r.output)
+}
+SUMMARY_TABLES = [*SUMMARY_INPUTS, "walltime"]
+
+
+rule summary:
+    """Write results/summary.md and results/tables/summary_<table>.{csv,md,tex} (published vs ours)."""
+    input:
+        **SUMMARY_INPUTS,
+        # every other final target: the summary runs last, so its wall-time table sees every stage
+        upstream=lambda w: [t for t in FINAL_TARGETS if t != "results/summary.md"],
+    output:
+        md=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+        csv=[
+            report(f"results/tables/summary_{name}.csv", caption="../report/summary_table.rst",
+                   category="Summary", labels={"table": name})
+            for name in SUMMARY_TABLES
+        ],
+        md_tables=expand("results/tables/summary_{name}.md", name=SUMMARY_TABLES),
+        tex=expand("results/tables/summary_{name}.tex", name=SUMMARY_TABLES),
+    params:
+        tables=SUMMARY_TABLES,
+        benchmarks="results/benchmarks",
+    log:
+        "results/logs/summary/summary.log",
+    benchmark:
+        "results/benchmarks/summary/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
+    script:
+        "../scripts/summary.py"
+
+
+FINAL_TARGETS.append("results/summary.md")
