@@ -29,6 +29,13 @@ def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_outputs_get_the_usual_permissions(tmp_path):
+    write_json({"v": 1}, tmp_path / "out.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_atomic_path_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
     target = tmp_path / "out.json"
     write_json({"v": 1}, target)
@@ -145,6 +152,8 @@ def test_killed_training_job_reruns_to_identical_tables(tiny_run, tmp_path):
         ckpt = tmp_path / "results" / dataset / "kae" / f"iso{iso}" / f"seed{seed}" / "model.safetensors"
         if not (tmp_path / "results" / dataset / "kae" / f"iso{iso}" / f"seed{seed}" / "metrics.json").exists():
             assert not ckpt.exists()
+    # a killed Snakemake leaves its lock behind: unlock, as a user would, then resume
+    subprocess.run(_snakemake_cmd(tmp_path, "--unlock"), capture_output=True, text=True, check=True)
     rerun = subprocess.run(_snakemake_cmd(tmp_path, "--rerun-incomplete"), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     for table in ("accuracy.csv", "accuracy_long.csv"):
