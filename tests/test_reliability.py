@@ -150,8 +150,8 @@ def test_killed_training_job_reruns_to_identical_tables(tiny_run, tmp_path):
         stem = log.stem  # e.g. yinyang_iso1_seed21
         dataset, iso, seed = stem.split("_iso")[0], stem.split("_iso")[1].split("_seed")[0], stem.split("_seed")[1]
         ckpt = tmp_path / "results" / dataset / "kae" / f"iso{iso}" / f"seed{seed}" / "model.safetensors"
-        if not (tmp_path / "results" / dataset / "kae" / f"iso{iso}" / f"seed{seed}" / "metrics.json").exists():
-            assert not ckpt.exists()
+        if ckpt.exists():  # the checkpoint is written last: if it is there, the job had finished
+            assert (ckpt.parent / "metrics.json").exists() and (ckpt.parent / "losses.parquet").exists()
     # a killed Snakemake leaves its lock behind: unlock, as a user would, then resume
     subprocess.run(_snakemake_cmd(tmp_path, "--unlock"), capture_output=True, text=True, check=True)
     rerun = subprocess.run(_snakemake_cmd(tmp_path, "--rerun-incomplete"), capture_output=True, text=True)
