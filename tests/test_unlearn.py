@@ -147,7 +147,7 @@ def toy_accuracy(O_new, Z, labels, target):
 
 @pytest.mark.parametrize("target", [0, 1, 2])
 def test_region_edit_forgets_unseen_samples_and_keeps_the_rest(target):
-    Z, O0, labels = toy(n=600, seed=4)
+    Z, _, labels = toy(n=600, seed=4)
     O = np.eye(Z.shape[1])  # identity dynamics: outputs = observables, classes well separated
     Zt, _, yt = toy(n=600, seed=5)  # held-out samples of the same classes
     before_t, before_r = toy_accuracy(O, Zt, yt, target)

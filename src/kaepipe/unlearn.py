@@ -10,15 +10,17 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from kaepipe.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("paper", "region")
 TARGET_MODES = ("nearest", "shared", "centroid", "neighbour")
@@ -67,7 +69,7 @@ def nearest_indices(queries, pool, chunk: int = 2048, kdtree_below: int = 64) ->
         from scipy.spatial import cKDTree
 
         return np.asarray(cKDTree(pool.numpy()).query(q_all.numpy(), k=1)[1], dtype=np.int64)
-    sq_pool = (pool * pool).sum(1)
+    sq_pool = torch.einsum("ij,ij->i", pool, pool)
     out = [torch.addmm(sq_pool[None, :], q_all[s:s + chunk], pool.T, alpha=-2.0).argmin(1)  # + |q|^2
            for s in range(0, len(q_all), chunk)]
     return torch.cat(out).numpy()
@@ -81,6 +83,22 @@ def class_centroids(Y, labels: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
     return classes.numpy(), sums / torch.bincount(which, minlength=len(classes)).to(torch.float64)[:, None]
 
 
+def nearest_clean(queries, Z, forget: np.ndarray, chunk: int = 2048, kdtree_below: int = 64) -> torch.Tensor:
+    """For each query row, the index (into Z) of its nearest clean row of Z (forget[i] False), float64.
+
+    Low dimensions: a k-d tree over the clean rows; otherwise |x|^2 - 2 q.x over all rows with the
+    forgotten ones masked out (no copy of the clean rows).
+    """
+    Z, q_all = _f64(Z), _f64(queries)
+    forget_t = torch.as_tensor(np.asarray(forget, dtype=bool))
+    if Z.shape[1] < kdtree_below:
+        clean_idx = torch.nonzero(~forget_t).reshape(-1)
+        return clean_idx[torch.from_numpy(nearest_indices(q_all, Z[clean_idx], chunk, kdtree_below))]
+    sq = torch.einsum("ij,ij->i", Z, Z).masked_fill_(forget_t, float("inf"))  # no n x p temporary
+    return torch.cat([torch.addmm(sq[None, :], q_all[s:s + chunk], Z.T, alpha=-2.0).argmin(1)
+                      for s in range(0, len(q_all), chunk)])
+
+
 def target_table(Z, Y, forget: np.ndarray, mode: str = "nearest", labels: np.ndarray | None = None,
                  centroids: tuple[np.ndarray, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The targets of the forgotten rows as a small table of distinct rows and one index per forgotten
@@ -88,14 +106,13 @@ def target_table(Z, Y, forget: np.ndarray, mode: str = "nearest", labels: np.nda
     Z, Y = _f64(Z), _f64(Y)
     forget = np.asarray(forget, dtype=bool)
     forget_t = torch.from_numpy(forget)
-    clean_idx = torch.nonzero(~forget_t).reshape(-1)
-    ZF = Z[forget_t]
+    # the forgotten observables whose nearest clean sample is needed (shared: only the first one's)
+    ZF = Z[forget_t] if mode in ("nearest", "neighbour") else Z[torch.from_numpy(np.flatnonzero(forget)[:1])]
     if mode in ("nearest", "shared"):
-        query = ZF if mode == "nearest" else ZF[:1]
-        nn = clean_idx[torch.from_numpy(nearest_indices(query, Z[clean_idx]))]
+        nn = nearest_clean(ZF, Z, forget)
         rows, pick = torch.unique(nn, return_inverse=True)
         if mode == "shared":
-            pick = torch.zeros(len(ZF), dtype=torch.long)
+            pick = torch.zeros(int(forget.sum()), dtype=torch.long)
         return Y[rows], pick
     if mode in ("centroid", "neighbour"):
         if labels is None:
@@ -107,7 +124,7 @@ def target_table(Z, Y, forget: np.ndarray, mode: str = "nearest", labels: np.nda
         if mode == "centroid":
             pick = nearest_indices(Y[forget_t], cents, kdtree_below=0)
         else:
-            nn_label = labels[clean_idx.numpy()[nearest_indices(ZF, Z[clean_idx])]]
+            nn_label = labels[nearest_clean(ZF, Z, forget).numpy()]
             pick = np.searchsorted(classes, nn_label)
         return cents, torch.as_tensor(np.asarray(pick), dtype=torch.long)
     raise ConfigError(f"unlearn targets must be one of {list(TARGET_MODES)}, got '{mode}'")
@@ -176,10 +193,10 @@ class EditProblem:
     """What every edit of one KAE shares, whatever the target class: O, Z, Y = Z O, the per-class Grams
     Z_c^T Z_c (their sum is Z^T Z) and the class centroids of Y.
 
-    Computing these once per KAE (like the observables themselves) leaves each edit with its targets
-    and one p x p solve, in the primal form Delta = (reg C0 + H^T H)^-1 H^T R with H^T H = Z_t^T Z_t,
-    C0 = Z^T Z - H^T H + reg I and H^T R = strength (H^T T - H^T H O); the targets come as a table of
-    distinct rows, so H^T T costs one pass over H.
+    Computing these once per KAE (like the observables themselves, at the cost of one Gram) leaves each
+    edit with its targets and one p x p solve, in the primal form Delta = (reg C0 + H^T H)^-1 H^T R with
+    H^T H = Z_t^T Z_t, C0 = Z^T Z - H^T H + reg I and H^T R = strength (H^T T - Z_t^T Y_t); the targets
+    come as a table of distinct rows, so H^T T costs one pass over H.
     """
 
     def __init__(self, O, Z, labels: np.ndarray) -> None:
@@ -190,11 +207,13 @@ class EditProblem:
         if len(self.labels) != len(self.Z):
             raise DataError(f"{len(self.labels)} labels for {len(self.Z)} observables")
         self.Y = self.Z @ self.O
-        self.class_grams = {}
+        self.class_grams, self.class_cross = {}, {}
         for c in np.unique(self.labels):
             Zc = self.Z[torch.from_numpy(self.labels == c)]
-            self.class_grams[int(c)] = Zc.T @ Zc
+            self.class_grams[int(c)] = Zc.T @ Zc  # Z_c^T Z_c
+            self.class_cross[int(c)] = self.class_grams[int(c)] @ self.O  # Z_c^T Y_c
         self.gram = sum(self.class_grams.values())
+        self.gram_O = sum(self.class_cross.values())  # Z^T Y
         self.centroids = class_centroids(self.Y, self.labels)
 
     def targets(self, forget: np.ndarray, mode: str) -> torch.Tensor:
@@ -215,11 +234,15 @@ class EditProblem:
         if form == "dual":  # exactly the formula as written, m x m
             R = strength * (table[pick] - self.Y[f_t])
             return _f64(closed_form_delta(self.Z[~f_t], H, R, reg, "dual"))
-        HtH = self.class_grams[int(target_class)]
+        HtH, HtY = self.class_grams[int(target_class)], self.class_cross[int(target_class)]
         HtT = torch.zeros(len(table), p, dtype=torch.float64).index_add_(0, pick, H).T @ table
-        HtR = strength * (HtT - HtH @ self.O)
-        C0 = self.gram - HtH + reg * torch.eye(p, dtype=torch.float64)
-        return _spd_solve(reg * C0 + HtH, HtR)
+        eye = torch.eye(p, dtype=torch.float64)
+        A = reg * (self.gram - HtH + reg * eye) + HtH  # reg C0 + H^T H
+        if strength == 1.0:
+            # O' = A^-1 (A O + H^T R) = A^-1 (reg C0 O + H^T T): one solve, no p x p x p product per edit
+            rhs = reg * (self.gram_O - HtY + reg * self.O) + HtT
+            return _spd_solve(A, rhs) - self.O
+        return _spd_solve(A, strength * (HtT - HtY))
 
     def edit(self, target_class: int, targets: str = "nearest", reg: float = 0.1, strength: float = 1.0,
              form: str = "auto") -> np.ndarray:
@@ -392,7 +415,8 @@ def edit_diagnostics(O, O_new, Z, labels: np.ndarray, target_class: int, targets
     f_t = torch.from_numpy(forget)
     H = Z[f_t]
     Y = Z @ O
-    T = _f64(edit_targets(Z, Y, forget, targets, labels))
+    table, pick = target_table(Z, Y, forget, targets, labels)
+    T = table[pick]
     delta = O_new - O
     R, moved = T - H @ O, H @ delta
     sv = torch.linalg.svdvals(delta)
@@ -407,6 +431,7 @@ def edit_diagnostics(O, O_new, Z, labels: np.ndarray, target_class: int, targets
         "delta_rank_99": int((energy < 0.99).sum()) + 1,
         "delta_singular_values": [float(v) for v in sv[:10]],
         "n_forget": int(forget.sum()), "n_clean": int((~forget).sum()),
+        "targets_distinct": len(torch.unique(pick)),  # how many different points the targets are
     }
     if head is not None:
         lt = head.logits(T)
@@ -604,7 +629,7 @@ def ratio(num: float, den: float) -> float:
     return round(num / den, 1) if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
 
 
-def baseline_table(baselines: Sequence[Mapping], editing) -> "pd.DataFrame":
+def baseline_table(baselines: Sequence[Mapping], editing) -> pd.DataFrame:
     """Baselines and edits side by side per dataset, protocol and target class, with the edits' speed-ups."""
     import pandas as pd
 
@@ -638,7 +663,7 @@ def baseline_table(baselines: Sequence[Mapping], editing) -> "pd.DataFrame":
     return out.drop(columns="_o").reset_index(drop=True)
 
 
-def study_table(frames: Sequence) -> "pd.DataFrame":
+def study_table(frames: Sequence) -> pd.DataFrame:
     """Mean (population std) over seeds of every study setting, with the retained classes' loss and
     whether the setting meets the goal (target <= 5 %, retained loss <= 1 point, both on average)."""
     import pandas as pd
@@ -795,7 +820,7 @@ def run_unlearn_edit(ds: Mapping, target_class: int, kae_path: str, base_path: s
              "settings": {m: methods[m]["settings"] for m in methods}, "provenance": prov}
     save_edited(kae, operators, out_model, extra)
     out = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": meta.get("lambda_iso"),
-           "seed": meta.get("seed"), "n_forget": int((labels == target_class).sum()), "n_train": int(len(labels)),
+           "seed": meta.get("seed"), "n_forget": int((labels == target_class).sum()), "n_train": len(labels),
            "latent": int(O.shape[0]), "device": str(device), "methods": methods, "provenance": prov}
     write_json(out, out_json)
     return out
@@ -892,7 +917,7 @@ def run_unlearn_study(ds: Mapping, target_class: int, kae_path: str, base_path: 
     df.insert(0, "seed", meta.get("seed"))
     df.insert(0, "dataset", ds["name"])
     log(f"study of class {target_class}: {len(df)} rows in {time.perf_counter() - t0:.1f}s "
-        f"(grid {dict((k, grid[k]) for k in ('targets', 'reg', 'strength', 'rank'))}, points {grid['points']})")
+        f"(grid { {k: grid[k] for k in ('targets', 'reg', 'strength', 'rank')} }, points {grid['points']})")
     write_parquet(df, out_parquet, {"dataset": ds["name"], "target_class": target_class, "seed": meta.get("seed"),
                                     "grid": grid})
     return df
