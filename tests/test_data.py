@@ -8,9 +8,22 @@ import shutil
 import numpy as np
 import pytest
 
-from kaepipe.data import (MNIST, load_idx_split, make_split, md5sum, normalise_images, prepare_idx_root,
-                          read_idx, read_md5sums, read_split, stratified_subset, verify_idx_folder, write_split,
-                          yinyang, yinyang_class)
+from kaepipe.data import (
+    MNIST,
+    load_idx_split,
+    make_split,
+    md5sum,
+    normalise_images,
+    prepare_idx_root,
+    read_idx,
+    read_md5sums,
+    read_split,
+    stratified_subset,
+    verify_idx_folder,
+    write_split,
+    yinyang,
+    yinyang_class,
+)
 from kaepipe.errors import DataError
 
 

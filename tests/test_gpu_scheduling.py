@@ -104,7 +104,7 @@ def dry_run_blocks(tmp_path_factory) -> list[dict]:
 
 def test_network_rules_declare_one_gpu_and_cpu_rules_none(dry_run_blocks):
     gpu = {b["rule"]: b["resources"].get("gpu") for b in dry_run_blocks}
-    assert NETWORK_RULES <= gpu.keys() and CPU_RULES <= gpu.keys(), sorted(gpu)
+    assert gpu.keys() >= NETWORK_RULES and gpu.keys() >= CPU_RULES, sorted(gpu)
     for rule in NETWORK_RULES:
         assert gpu[rule] == "1", f"rule {rule} declares gpu={gpu[rule]}"
     for rule in CPU_RULES:

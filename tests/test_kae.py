@@ -7,8 +7,18 @@ import pytest
 import torch
 
 from kaepipe.errors import DataError
-from kaepipe.kae import (IsoLoss, KAEConfig, KoopmanAutoencoder, fit_kae, iso_loss, kae_losses, kae_metrics, load_kae,
-                         pairwise_distances, save_kae)
+from kaepipe.kae import (
+    IsoLoss,
+    KAEConfig,
+    KoopmanAutoencoder,
+    fit_kae,
+    iso_loss,
+    kae_losses,
+    kae_metrics,
+    load_kae,
+    pairwise_distances,
+    save_kae,
+)
 from kaepipe.train import TrainConfig
 
 

@@ -105,7 +105,6 @@ def test_backward_error_coefficients_and_torch_thresholds():
                 r[k] += mp.mpf(c) * M[k]
         return r
 
-    one = [mp.mpf(1)] + [mp.mpf(0)] * (n - 1)
     A = [mp.mpf(0), mp.mpf(1)] + [mp.mpf(0)] * (n - 2)
     A2 = mul(A, A)
     A3 = mul(A2, A)

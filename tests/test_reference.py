@@ -18,9 +18,17 @@ from kaepipe.evaluate import accuracy_report, surrogate_predictions
 from kaepipe.io import load_safetensors
 from kaepipe.kae import KAEConfig, KoopmanAutoencoder, kae_losses
 from kaepipe.models import ResMLP, ResMLPConfig, predict, record_layers
-from kaepipe.reference import (UnsupportedReferenceError, evaluate_reference, find_reference_checkpoints,
-                               load_reference_base, load_reference_kae, load_reference_preprocessing,
-                               save_reference_base, save_reference_kae, summarise)
+from kaepipe.reference import (
+    UnsupportedReferenceError,
+    evaluate_reference,
+    find_reference_checkpoints,
+    load_reference_base,
+    load_reference_kae,
+    load_reference_preprocessing,
+    save_reference_base,
+    save_reference_kae,
+    summarise,
+)
 from kaepipe.represent import fit_preprocessing, save_preprocessing
 
 KAE_NAME = "dim_20_k_100_loc_1_exponential_autoencoder_yinyang_model_seed_{}.safetensors"
@@ -100,7 +108,7 @@ def release(tmp_path_factory):
     for seed in SEEDS:
         torch.manual_seed(seed)
         kae = KoopmanAutoencoder(KAEConfig(10, 30, 20, 100))
-        fit(kae, lambda: kae_losses(kae, x0, xl, 0.0)["total"], 60, seed)
+        fit(kae, lambda kae=kae: kae_losses(kae, x0, xl, 0.0)["total"], 60, seed)
         save_reference_kae(kae, folder / KAE_NAME.format(seed))
     (folder / "notes.txt").write_text("not a checkpoint")
     return folder

@@ -16,15 +16,13 @@ from kaepipe.errors import DataError, TrainingDivergedError
 from kaepipe.io import atomic_path, write_json
 from tests.conftest import REPO, TINY_CONFIGS, offline_mnist
 
-
 # --- fault: a job dies while writing ------------------------------------------------------------
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
     target = tmp_path / "out.json"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text('{"half": ')
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"half": ')
+        raise RuntimeError("killed")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -39,10 +37,9 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path):
 def test_atomic_path_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
     target = tmp_path / "out.json"
     write_json({"v": 1}, target)
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("garbage")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("garbage")
+        raise RuntimeError("killed")
     assert target.read_text().strip().startswith("{") and '"v": 1' in target.read_text()
 
 

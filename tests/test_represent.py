@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kaepipe.represent import (fit_preprocessing, load_preprocessing, procrustes, reps_frame, save_preprocessing,
-                               sign_fixed_directions)
+from kaepipe.represent import (
+    fit_preprocessing,
+    load_preprocessing,
+    procrustes,
+    reps_frame,
+    save_preprocessing,
+    sign_fixed_directions,
+)
 
 
 @pytest.fixture

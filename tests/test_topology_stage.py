@@ -261,7 +261,7 @@ def test_isometry_tables_mean_population_std_and_trend():
         for seed, d in zip((21, 53), dist):
             r = {"dataset": "yy", "lambda_iso": lam, "seed": seed, "points": 50, "common_threshold": 1.0,
                  "threshold": {"original": 1.0, "encoded": 2.0}}
-            r.update({m: d for m in S.ISOMETRY_METRICS})
+            r.update(dict.fromkeys(S.ISOMETRY_METRICS, d))
             results.append(r)
     long, table, trend = S.isometry_tables(results)
     assert len(long) == 6 and len(table) == 3

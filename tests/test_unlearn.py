@@ -9,10 +9,26 @@ import torch
 
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.unlearn import (EditedKAE, EditProblem, before_after, class_centroids, closed_form_delta,
-                             edit_operator, edit_targets, editing_tables, load_edited, nearest_indices,
-                             operator_matrix, observables, paper_edit, region_edit, save_edited, transition,
-                             truncate_rank, unlearn_settings)
+from kaepipe.unlearn import (
+    EditedKAE,
+    EditProblem,
+    before_after,
+    class_centroids,
+    closed_form_delta,
+    edit_operator,
+    edit_targets,
+    editing_tables,
+    load_edited,
+    nearest_indices,
+    observables,
+    operator_matrix,
+    paper_edit,
+    region_edit,
+    save_edited,
+    transition,
+    truncate_rank,
+    unlearn_settings,
+)
 
 
 def toy(n: int = 300, p: int = 6, seed: int = 0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ DATASETS = ("yinyang", "mnist")
 def _tiny_config() -> dict:
     cfg: dict = {}
     for path in TINY_CONFIGS:
-        _merge(cfg, yaml.safe_load(open(path)))
+        _merge(cfg, yaml.safe_load(Path(path).read_text()))
     return cfg
 
 

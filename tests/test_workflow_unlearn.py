@@ -18,7 +18,7 @@ EDIT = "results/yinyang/unlearn/iso1/seed{seed}/class2"
 def test_edit_jobs_wrote_results_logs_and_benchmarks(tiny_run):  # noqa: F811
     res = tiny_run / "results"
     for seed in (21, 365):
-        for ds, path in (("yinyang", EDIT.format(seed=seed)),
+        for _, path in (("yinyang", EDIT.format(seed=seed)),
                          ("mnist", f"results/mnist/unlearn/iso0.001/seed{seed}/class4")):
             d = tiny_run / path
             assert (d / "edit.json").stat().st_size > 0 and (d / "edited.safetensors").stat().st_size > 0, path

@@ -29,7 +29,7 @@ def accuracy_report(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> dic
     return {"per_class": [None if np.isnan(v) else round(float(v), 6) for v in pc],
             "macro": round(macro_accuracy(pc), 6),
             "accuracy": round(100.0 * float((np.asarray(pred) == np.asarray(labels)).mean()), 6),
-            "n": int(len(labels))}
+            "n": len(labels)}
 
 
 def surrogate_predictions(kae, base, pre_first, pre_last, layer0, device=None, batch_size: int = 4096) -> np.ndarray:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -679,7 +678,7 @@ def run_editing_figure(ds: Mapping, reps_path: str, preprocessing: str, kae_path
     idx = subsample(len(labels), n_points, seed)
     x0 = load_preprocessing(preprocessing, [0])[0].apply(layers[0][idx])
     kae, meta = load_kae(kae_path)
-    edited, emeta = load_edited(edited_path, method)
+    edited, _ = load_edited(edited_path, method)
     Z = observables(kae, x0)
     before = Z @ operator_matrix(kae)
     after = Z @ edited.operator.double().numpy()

@@ -141,7 +141,7 @@ def load_safetensors(path: PathLike) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     except Exception as exc:  # safetensors raises its own error types
         raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
     return tensors, meta

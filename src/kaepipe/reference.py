@@ -120,7 +120,7 @@ def _meta(path: Path, meta: Mapping[str, str], key: str, kind: type | tuple[type
     if key not in meta:
         raise DataError(f"{path}: missing metadata key '{key}' (found {sorted(meta)})")
     value = parse_value(meta[key])
-    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is int) or not isinstance(value, kind):
         raise DataError(f"{path}: metadata '{key}' = {meta[key]!r} is not a valid {getattr(kind, '__name__', kind)}")
     return value
 
@@ -356,7 +356,7 @@ def seed_of(path: str | Path) -> int | None:
 
 
 def _common_prefix(a: str, b: str) -> int:
-    return len(os.path.commonprefix([a, b]))
+    return len(os.path.commonprefix([a, b]))  # noqa: RUF071 (a character prefix is what is wanted)
 
 
 def find_reference_checkpoints(folder: str | Path) -> tuple[Path, dict[int, Path], dict[int | None, Path]]:
@@ -499,7 +499,7 @@ def summarise(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     for key, g in df.groupby(keys, sort=False):
         m, s = mean_std(g["acc"])
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-        row.update({"n_seeds": int(len(g)), "acc_mean": m, "acc_std": s})
+        row.update({"n_seeds": len(g), "acc_mean": m, "acc_std": s})
         row["cell"] = f"{m:.{digits}f}" if row.get("model") == "MLP" else cell(m, s, digits)
         rows.append(row)
     return pd.DataFrame(rows)

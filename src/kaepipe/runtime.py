@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 @contextlib.contextmanager
 def rule_context(smk: Any, uses_torch: bool = True) -> Iterator[tuple[logging.Logger, Any]]:
     """Inside a Snakemake `script:`: log to the rule's log, set torch threads and pick the device.

@@ -440,7 +440,7 @@ def _budget_threshold_dense(X: np.ndarray, D: np.ndarray, max_edges: int) -> flo
     approx = float(np.partition(vals, max_edges - 1)[max_edges - 1])
     lo, hi = approx * (1.0 - 1e-9), approx * (1.0 + 1e-9) + 1e-300
     below = int(np.count_nonzero(vals < lo))
-    iu, ju = np.nonzero(np.triu((D >= lo) & (D <= hi), k=1))
+    iu, ju = np.nonzero(np.triu((lo <= D) & (hi >= D), k=1))
     window = np.sort(_row_lengths(X[iu], X[ju]))
     rank = max_edges - below - 1
     return float(window[rank]) if 0 <= rank < window.size else approx
@@ -554,7 +554,7 @@ def _rips_skeleton(X: np.ndarray, D: np.ndarray, threshold: float):
 
     n = X.shape[0]
     slack = threshold * (1.0 + 1e-9) + 1e-12 if math.isfinite(threshold) else math.inf
-    iu, ju = np.nonzero(np.triu(D <= slack, k=1))
+    iu, ju = np.nonzero(np.triu(slack >= D, k=1))
     lengths = _row_lengths(X[iu], X[ju])
     keep = lengths <= threshold
     iu, ju, lengths = iu[keep], ju[keep], lengths[keep]

@@ -214,7 +214,7 @@ def betti0_profile(clouds: Mapping[int, np.ndarray], eps: float, metric: str = "
     for step, X in clouds.items():
         t0 = time.perf_counter()
         b0, steps = _betti0_and_steps(np.asarray(X, dtype=np.float64), eps, metric, k, precision)
-        rows.append({"step": int(step), "n": int(len(X)), "eps": float(eps), "betti0": int(b0)})
+        rows.append({"step": int(step), "n": len(X), "eps": float(eps), "betti0": int(b0)})
         curves.append(steps.assign(step=int(step))[["step", "eps", "betti0"]])
         if log:
             log(f"{label} {step}: beta_0 = {b0} at eps {eps:g} ({len(X)} points, {X.shape[1]} dims, "
@@ -382,7 +382,7 @@ def compare_diagrams(original: pd.DataFrame, encoded: pd.DataFrame, n_values: in
     """
     thr = min(float(original.attrs.get("max_edge_length", math.inf)), float(encoded.attrs.get("max_edge_length", math.inf)))
     a, b = original, encoded
-    dims = sorted(set(int(d) for d in a["dim"]) | set(int(d) for d in b["dim"]))
+    dims = sorted({int(d) for d in a["dim"]} | {int(d) for d in b["dim"]})
     out: dict[str, Any] = {"common_threshold": thr}
     for d in dims:
         out[f"bottleneck_h{d}"] = T.bottleneck(a, b, d)
@@ -393,7 +393,7 @@ def compare_diagrams(original: pd.DataFrame, encoded: pd.DataFrame, n_values: in
                 out[f"wasserstein_h{d}"] = float("nan")
         for name, dg in (("original", a), ("encoded", b)):
             bars = dg[dg["dim"] == d]
-            out[f"{name}_bars_h{d}"] = int(len(bars))
+            out[f"{name}_bars_h{d}"] = len(bars)
             out[f"{name}_essential_h{d}"] = int(np.isinf(bars["death"]).sum())
     grid = T.filtration_grid(a, b, n=n_values)
     ca = T.betti_curves(a, grid, dims=dims)
@@ -420,7 +420,7 @@ def isometry_of_kae(model, X: np.ndarray, original: pd.DataFrame, iso: Mapping[s
     metrics, curves = compare_diagrams(original, enc, int(iso["filtration_values"]), bool(iso["wasserstein"]))
     metrics["distortion"] = T.distance_distortion(X, Z)
     enc_meta = diagram_meta(enc)
-    metrics.update({"points": int(len(X)), "dims": {"original": int(X.shape[1]), "encoded": int(Z.shape[1])},
+    metrics.update({"points": len(X), "dims": {"original": int(X.shape[1]), "encoded": int(Z.shape[1])},
                     "threshold": {"original": float(original.attrs.get("max_edge_length", math.inf)),
                                   "encoded": enc_meta["max_edge_length"]},
                     "encoded_diagram": enc_meta,
@@ -561,7 +561,7 @@ def isometry_markdown(table: pd.DataFrame, trend: Mapping[str, Mapping[str, floa
     lines = ["Isometry study: phi(x_L) against x_L, mean (population std) over seeds.", "",
              to_markdown(cells), "Spearman rank correlation between lambda_iso and the mean "
              "(negative: closer to the original as lambda_iso grows, the paper's claim).", ""]
-    corr = pd.DataFrame([{"dataset": d, **{m: v for m, v in t.items()}} for d, t in trend.items()])
+    corr = pd.DataFrame([{"dataset": d, **dict(t)} for d, t in trend.items()])
     lines.append(to_markdown(corr) if len(corr) else "(no data)\n")
     return "\n".join(lines)
 

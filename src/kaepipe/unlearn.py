@@ -882,11 +882,10 @@ def run_unlearn_study(ds: Mapping, target_class: int, kae_path: str, base_path: 
     import pandas as pd
 
     from kaepipe.base import base_expectation, load_base_model
+    from kaepipe.config import merged
     from kaepipe.io import write_parquet
     from kaepipe.kae import kae_expectation, load_kae
     from kaepipe.represent import load_preprocessing, load_reps
-
-    from kaepipe.config import merged
 
     check_target(ds, target_class)
     u = unlearn_settings(ds)
