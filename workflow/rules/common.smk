@@ -31,17 +31,22 @@ def ds(wildcards):
     return dataset_config(config, wildcards.dataset)
 
 
-def ds_subset(*keys):
+def ds_subset(*keys, drop=()):
     """Params function: the dataset's identity plus only the config blocks a rule depends on.
 
     A rule's params are part of its rerun triggers, so a change to e.g. the KAE settings must not
-    retrain the base network.
+    retrain the base network. `drop` removes sub-blocks the rule ignores ("unlearn.baselines").
     """
     always = ("name", "source", "classes", "evaluation")
 
     def params(wildcards):
         full = dataset_config(config, wildcards.dataset)
-        return {k: full[k] for k in (*always, *keys) if k in full}
+        out = {k: full[k] for k in (*always, *keys) if k in full}
+        for path in drop:
+            block, key = path.split(".")
+            if isinstance(out.get(block), dict) and key in out[block]:
+                out[block] = {k: v for k, v in out[block].items() if k != key}
+        return out
 
     return params
 

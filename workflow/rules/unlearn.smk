@@ -22,7 +22,7 @@ rule unlearn_edit:
         json="results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/edit.json",
         model="results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/edited.safetensors",
     params:
-        ds=ds_subset("base", "kae", "unlearn"),
+        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     log:
         "results/logs/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.log",
     benchmark:
@@ -49,7 +49,7 @@ rule unlearn_study:
     output:
         "results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/study.parquet",
     params:
-        ds=ds_subset("base", "kae", "unlearn"),
+        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     log:
         "results/logs/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.log",
     benchmark:
@@ -74,7 +74,7 @@ rule unlearn_baseline:
         json="results/{dataset}/unlearn/baselines/{baseline}/class{target}/metrics.json",
         model="results/{dataset}/unlearn/baselines/{baseline}/class{target}/model.safetensors",
     params:
-        ds=ds_subset("base", "splits", "unlearn"),
+        ds=ds_subset("base", "splits", "unlearn", drop=("unlearn.study", "unlearn.region", "unlearn.methods")),
     log:
         "results/logs/unlearn_baseline/{dataset}_{baseline}_class{target}.log",
     benchmark:
