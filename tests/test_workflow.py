@@ -16,10 +16,6 @@ from tests.conftest import REPO, offline_mnist, run_snakemake
 
 pytestmark = pytest.mark.slow
 
-# The `tiny_run` fixture lives in conftest.py (one run per session); this name only keeps
-# `from tests.test_workflow import tiny_run` working and is not a fixture.
-tiny_run = None
-
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the tiny config in `workdir` (see conftest.run_snakemake)."""

@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_workflow import tiny_run  # noqa: F401
-
 pytestmark = pytest.mark.slow
 
 # tiny config: Yin-Yang 6 layers (L0..L5), k = 100, 300 test points, lambda_iso {1, 0};
@@ -22,7 +20,7 @@ LAMBDAS = {"yinyang": [1.0, 0.0], "mnist": [0.001]}
 SEEDS = [21, 365]
 
 
-def test_topology_table_rows(tiny_run):  # noqa: F811
+def test_topology_table_rows(tiny_run):
     table = pd.read_csv(tiny_run / "results/tables/topology.csv")
     assert list(table.columns)[:6] == ["dataset", "source", "seed", "step", "eps", "betti0"]
     assert set(table["source"]) == {"mlp", "kae"}
@@ -44,7 +42,7 @@ def test_topology_table_rows(tiny_run):  # noqa: F811
     assert (tiny_run / "results/tables/topology_summary.md").read_text().startswith("| dataset |")
 
 
-def test_topology_curves_are_monotone_and_match_the_table(tiny_run):  # noqa: F811
+def test_topology_curves_are_monotone_and_match_the_table(tiny_run):
     res = tiny_run / "results"
     table = pd.read_csv(res / "tables/topology.csv")
     files = [("mlp", None, res / f"{ds}/topology/layers_curves.parquet", ds) for ds in LAYERS]
@@ -63,7 +61,7 @@ def test_topology_curves_are_monotone_and_match_the_table(tiny_run):  # noqa: F8
             assert at == row["betti0"].iloc[0]
 
 
-def test_isometry_table_and_diagrams(tiny_run):  # noqa: F811
+def test_isometry_table_and_diagrams(tiny_run):
     res = tiny_run / "results"
     iso = pd.read_csv(res / "tables/isometry.csv")
     expected = {(ds, lam) for ds, lams in LAMBDAS.items() for lam in lams}
@@ -88,7 +86,7 @@ def test_isometry_table_and_diagrams(tiny_run):  # noqa: F811
     assert metrics["results"][0]["threshold"]["original"] > 0
 
 
-def test_topology_rules_logged_and_benchmarked(tiny_run):  # noqa: F811
+def test_topology_rules_logged_and_benchmarked(tiny_run):
     res = tiny_run / "results"
     for rule in ("topology_layers", "topology_iterates", "isometry_original", "isometry"):
         assert list((res / "logs" / rule).glob("*.log")), rule

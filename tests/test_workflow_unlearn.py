@@ -8,14 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_workflow import tiny_run  # noqa: F401
-
 pytestmark = pytest.mark.slow
 
 EDIT = "results/yinyang/unlearn/iso1/seed{seed}/class2"
 
 
-def test_edit_jobs_wrote_results_logs_and_benchmarks(tiny_run):  # noqa: F811
+def test_edit_jobs_wrote_results_logs_and_benchmarks(tiny_run):
     res = tiny_run / "results"
     for seed in (21, 365):
         for _, path in (("yinyang", EDIT.format(seed=seed)),
@@ -32,7 +30,7 @@ def test_edit_jobs_wrote_results_logs_and_benchmarks(tiny_run):  # noqa: F811
         assert list((res / "benchmarks" / rule).glob("*.tsv")), rule
 
 
-def test_edit_json_records_both_protocols_and_methods(tiny_run):  # noqa: F811
+def test_edit_json_records_both_protocols_and_methods(tiny_run):
     e = json.loads((tiny_run / EDIT.format(seed=21) / "edit.json").read_text())
     assert e["target_class"] == 2 and e["seed"] == 21 and e["lambda_iso"] == 1
     assert set(e["methods"]) == {"paper", "region"}
@@ -51,7 +49,7 @@ def test_edit_json_records_both_protocols_and_methods(tiny_run):  # noqa: F811
     assert mnist["methods"]["paper"]["settings"]["targets"] == "shared"
 
 
-def test_edited_model_reproduces_the_recorded_accuracy(tiny_run):  # noqa: F811
+def test_edited_model_reproduces_the_recorded_accuracy(tiny_run):
     from kaepipe.base import load_base_model
     from kaepipe.evaluate import accuracy_report, surrogate_predictions
     from kaepipe.kae import load_kae
@@ -74,7 +72,7 @@ def test_edited_model_reproduces_the_recorded_accuracy(tiny_run):  # noqa: F811
         assert before["per_class"] == rec["per_class_before"]
 
 
-def test_editing_table(tiny_run):  # noqa: F811
+def test_editing_table(tiny_run):
     t = pd.read_csv(tiny_run / "results/tables/editing.csv")
     assert {"dataset", "protocol", "method", "target_class", "n_seeds", "target", "retained", "edit_seconds",
             "published", "target_after_mean", "target_after_std"} <= set(t.columns)
@@ -96,7 +94,7 @@ def test_editing_table(tiny_run):  # noqa: F811
     assert set(per_class[per_class.dataset == "yinyang"]["class"]) == {0, 1, 2}
 
 
-def test_baselines_table_has_speedups(tiny_run):  # noqa: F811
+def test_baselines_table_has_speedups(tiny_run):
     t = pd.read_csv(tiny_run / "results/tables/unlearning_baselines.csv")
     yy = t[(t.dataset == "yinyang") & (t.protocol == "heldout")]
     assert {"retrain", "finetune", "edit:paper", "edit:region"} <= set(yy.method)
@@ -116,7 +114,7 @@ def test_baselines_table_has_speedups(tiny_run):  # noqa: F811
     assert mn[mn.method == "edit:paper"].speedup_vs_retrain.isna().all()
 
 
-def test_study_table(tiny_run):  # noqa: F811
+def test_study_table(tiny_run):
     s = pd.read_csv(tiny_run / "results/tables/unlearning_study.csv")
     assert set(s.dataset) == {"yinyang"}  # the tiny MNIST block has no study
     assert set(s.targets) == {"nearest", "centroid"} and set(s.reg) == {0.1, 1.0}

@@ -125,11 +125,12 @@ def iso_loss(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 class IsoLoss:
     """The isometry term with a hand-written gradient, computed in row blocks of the upper triangle.
 
-    Same value and gradient as `iso_loss`, about 1.5x faster than a full-matrix version with the
-    same hand-written gradient and 4x faster than autograd on the CPU (bench/bench_kae.py): each
+    Same value and gradient as `iso_loss`; at batch 1024 on one CPU core 5-8 ms per call against
+    37 ms with autograd and 6-9 ms for the earlier full-matrix version of this class: each
     block of `block` rows meets only the columns from its own diagonal on (the distance matrices
     are symmetric), its matrices stay in cache, and the gradient is accumulated in the same pass,
-    so nothing n x n is ever stored. One instance per training run (it keeps its scratch buffers).
+    so nothing n x n is ever stored. On CUDA the whole batch is one block (few large kernels).
+    One instance per training run (it keeps its scratch buffers).
     """
 
     def __init__(self, block: int = 128) -> None:
@@ -178,7 +179,7 @@ class _IsoFunction(torch.autograd.Function):
             az, bz = _distance_factors(z)
             za = torch.cat([z, torch.ones(n, 1, dtype=z.dtype, device=z.device)], 1)
             acc = torch.zeros(n, p + 1, dtype=z.dtype, device=z.device)  # [-sum_b w_ab z_b, -sum_b w_ab]
-            rows = min(iso.block, n)
+            rows = n if z.is_cuda else min(iso.block, n)  # a GPU wants few large kernels, a CPU cache-sized blocks
             fsx, fsz, fv = (iso.buffer(k, rows * n, z) for k in ("sx", "sz", "v"))
             tiny = torch.finfo(z.dtype).tiny
             total = torch.zeros((), dtype=torch.float64, device=z.device)
