@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from kaepipe.config import dataset_config, lambda_tag, load_yaml, merged, validate_config
+from kaepipe.config import config_subset, dataset_config, lambda_tag, load_yaml, merged, validate_config
 from kaepipe.errors import ConfigError
 
 
@@ -76,3 +76,14 @@ def test_dataset_config_resolves_mnist_root(default):
 
 def test_lambda_tags():
     assert [lambda_tag(x) for x in (1, 0.1, 0.01, 0.001, 0.0001, 0)] == ["1", "0.1", "0.01", "0.001", "0.0001", "0"]
+
+
+def test_config_subset_keeps_identity_and_named_blocks_and_drops_sub_blocks(default):
+    ds = dataset_config(default, "yinyang")
+    sub = config_subset(ds, ("base", "unlearn"), drop=("unlearn.baselines", "base.no_such_key"))
+    assert set(sub) == {"name", "source", "classes", "evaluation", "base", "unlearn"}
+    assert "baselines" not in sub["unlearn"] and sub["unlearn"]["reg"] == ds["unlearn"]["reg"]
+    assert sub["base"] == ds["base"]
+    assert "baselines" in ds["unlearn"]  # the dataset's settings are not modified
+    with pytest.raises(ConfigError, match="block.key"):
+        config_subset(ds, ("base",), drop=("unlearn",))

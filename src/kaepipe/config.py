@@ -132,3 +132,22 @@ def dataset_config(config: Mapping, name: str) -> dict[str, Any]:
     ds["name"] = name
     ds["root"] = dataset_root(config, name)
     return ds
+
+
+IDENTITY_KEYS = ("name", "source", "classes", "evaluation")
+
+
+def config_subset(ds: Mapping, keys: tuple[str, ...], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The blocks of a dataset's settings that one rule depends on (its rerun-triggering params).
+
+    Always the dataset's identity (`IDENTITY_KEYS`), plus `keys`, less the sub-blocks named in
+    `drop` as "block.key" (e.g. "unlearn.baselines" for a rule that ignores the baselines).
+    """
+    out = {k: copy.deepcopy(ds[k]) for k in (*IDENTITY_KEYS, *keys) if k in ds}
+    for path in drop:
+        block, _, key = path.partition(".")
+        if not key:
+            raise ConfigError(f"config_subset: '{path}' is not of the form block.key")
+        if isinstance(out.get(block), dict):
+            out[block].pop(key, None)
+    return out

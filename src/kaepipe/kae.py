@@ -144,7 +144,7 @@ class IsoLoss:
             buf = self._buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
         return buf
 
-    def __call__(self, x: torch.Tensor, z: torch.Tensor, slot: int = 0) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(1/n^2) sum over all pairs (a, b) of (|z_a - z_b| - |x_a - x_b|)^2, differentiable in z."""
         return _IsoFunction.apply(z, x.detach(), self)
 
@@ -226,7 +226,7 @@ def kae_losses(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, la
     total = recon + state + latent
     if lambda_iso > 0:
         iso = iso or IsoLoss()
-        iso_term = iso(x0, z0, 0) + iso(xl, zl, 1)
+        iso_term = iso(x0, z0) + iso(xl, zl)
         total = total + lambda_iso * iso_term
     else:
         iso_term = torch.full((), float("nan"), device=x0.device)

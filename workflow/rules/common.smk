@@ -1,6 +1,6 @@
 # Config loading and validation, and the helpers every rule file uses.
 import kaepipe
-from kaepipe.config import check_semantics, dataset_config, lambda_tag, validate_config
+from kaepipe.config import check_semantics, config_subset, dataset_config, lambda_tag, validate_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -37,16 +37,9 @@ def ds_subset(*keys, drop=()):
     A rule's params are part of its rerun triggers, so a change to e.g. the KAE settings must not
     retrain the base network. `drop` removes sub-blocks the rule ignores ("unlearn.baselines").
     """
-    always = ("name", "source", "classes", "evaluation")
 
     def params(wildcards):
-        full = dataset_config(config, wildcards.dataset)
-        out = {k: full[k] for k in (*always, *keys) if k in full}
-        for path in drop:
-            block, key = path.split(".")
-            if isinstance(out.get(block), dict) and key in out[block]:
-                out[block] = {k: v for k, v in out[block].items() if k != key}
-        return out
+        return config_subset(dataset_config(config, wildcards.dataset), keys, drop)
 
     return params
 
