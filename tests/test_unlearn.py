@@ -112,6 +112,14 @@ def test_nearest_indices_kdtree_and_matmul_agree():
     brute = np.argmin(((q[:, None] - pool[None]) ** 2).sum(-1), 1)
     np.testing.assert_array_equal(nearest_indices(q, pool), brute)  # k-d tree (p < 64)
     np.testing.assert_array_equal(nearest_indices(q, pool, chunk=7, kdtree_below=0), brute)  # chunked matmul
+    excl = np.zeros(len(pool), dtype=bool)
+    excl[brute] = True  # forbid every true nearest row: both paths must agree on the next-nearest allowed one
+    for kw in ({}, {"chunk": 7, "kdtree_below": 0}):
+        got = nearest_indices(q, pool, exclude=excl, **kw)
+        assert not excl[got].any()
+        d = ((q[:, None, :] - pool[None, :, :]) ** 2).sum(-1)
+        d[:, excl] = np.inf
+        np.testing.assert_array_equal(got, d.argmin(1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,21 +56,29 @@ def _f64(a) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
 
-def nearest_indices(queries, pool, chunk: int = 2048, kdtree_below: int = 64) -> np.ndarray:
-    """For each query row, the index of its nearest row of `pool` (exact Euclidean, float64).
+def nearest_indices(queries, pool, chunk: int = 2048, kdtree_below: int = 64,
+                    exclude: np.ndarray | None = None) -> np.ndarray:
+    """For each query row, the index of its nearest row of `pool` (exact Euclidean, float64), never
+    one of the rows where `exclude` is True.
 
     A k-d tree for low dimensions (p < kdtree_below; the observables of a trained KAE lie near a
-    low-dimensional manifold, where it is ~10x faster), else chunked |q|^2 - 2 q.x + |x|^2 in torch.
+    low-dimensional manifold, where it is ~10x faster) over the allowed rows, else chunked
+    |x|^2 - 2 q.x (+ |q|^2, constant per query) in torch with excluded rows at +inf (no copy of the pool).
     """
     q_all, pool = _f64(queries), _f64(pool)
     if len(q_all) == 0:
         return np.empty(0, dtype=np.int64)
+    keep = None if exclude is None else np.flatnonzero(~np.asarray(exclude, dtype=bool))
     if pool.shape[1] < kdtree_below:
         from scipy.spatial import cKDTree
 
-        return np.asarray(cKDTree(pool.numpy()).query(q_all.numpy(), k=1)[1], dtype=np.int64)
+        tree = cKDTree((pool if keep is None else pool[torch.from_numpy(keep)]).numpy())
+        idx = np.asarray(tree.query(q_all.numpy(), k=1)[1], dtype=np.int64)
+        return idx if keep is None else keep[idx]
     sq_pool = torch.einsum("ij,ij->i", pool, pool)
-    out = [torch.addmm(sq_pool[None, :], q_all[s:s + chunk], pool.T, alpha=-2.0).argmin(1)  # + |q|^2
+    if exclude is not None:
+        sq_pool.masked_fill_(torch.as_tensor(np.asarray(exclude, dtype=bool)), float("inf"))
+    out = [torch.addmm(sq_pool[None, :], q_all[s:s + chunk], pool.T, alpha=-2.0).argmin(1)
            for s in range(0, len(q_all), chunk)]
     return torch.cat(out).numpy()
 
@@ -83,20 +91,9 @@ def class_centroids(Y, labels: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
     return classes.numpy(), sums / torch.bincount(which, minlength=len(classes)).to(torch.float64)[:, None]
 
 
-def nearest_clean(queries, Z, forget: np.ndarray, chunk: int = 2048, kdtree_below: int = 64) -> torch.Tensor:
-    """For each query row, the index (into Z) of its nearest clean row of Z (forget[i] False), float64.
-
-    Low dimensions: a k-d tree over the clean rows; otherwise |x|^2 - 2 q.x over all rows with the
-    forgotten ones masked out (no copy of the clean rows).
-    """
-    Z, q_all = _f64(Z), _f64(queries)
-    forget_t = torch.as_tensor(np.asarray(forget, dtype=bool))
-    if Z.shape[1] < kdtree_below:
-        clean_idx = torch.nonzero(~forget_t).reshape(-1)
-        return clean_idx[torch.from_numpy(nearest_indices(q_all, Z[clean_idx], chunk, kdtree_below))]
-    sq = torch.einsum("ij,ij->i", Z, Z).masked_fill_(forget_t, float("inf"))  # no n x p temporary
-    return torch.cat([torch.addmm(sq[None, :], q_all[s:s + chunk], Z.T, alpha=-2.0).argmin(1)
-                      for s in range(0, len(q_all), chunk)])
+def nearest_clean(queries, Z, forget: np.ndarray) -> torch.Tensor:
+    """For each query row, the index (into Z) of its nearest clean row of Z (forget[i] False)."""
+    return torch.from_numpy(nearest_indices(queries, Z, exclude=forget))
 
 
 def target_table(Z, Y, forget: np.ndarray, mode: str = "nearest", labels: np.ndarray | None = None,

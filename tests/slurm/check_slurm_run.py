@@ -32,21 +32,12 @@ OUTPUTS = [
 ]
 
 
-def parse_jobcomp(path: Path) -> dict[str, dict[str, str]]:
-    """jobcomp/filetxt: one line per job of space-separated Key=Value pairs."""
+def parse_records(path: Path, key: str = r"\w+") -> dict[str, dict[str, str]]:
+    r"""One job per line of space-separated Key=Value pairs (jobcomp/filetxt, or `scontrol -o show job`
+    with key=r"[\w:/]+"), by JobId."""
     records = {}
     for line in path.read_text().splitlines():
-        rec = dict(re.findall(r"(\w+)=(\S*)", line))
-        if "JobId" in rec:
-            records[rec["JobId"]] = rec
-    return records
-
-
-def parse_scontrol(path: Path) -> dict[str, dict[str, str]]:
-    """`scontrol -o show job`: one line per job known to slurmctld, Key=Value pairs."""
-    records = {}
-    for line in path.read_text().splitlines():
-        rec = dict(re.findall(r"([\w:/]+)=(\S*)", line))
+        rec = dict(re.findall(rf"({key})=(\S*)", line))
         if "JobId" in rec:
             records[rec["JobId"]] = rec
     return records
@@ -83,9 +74,9 @@ def main() -> int:
         errors.append(f"no jobcomp file {args.jobcomp}")
         records = {}
     else:
-        records = parse_jobcomp(args.jobcomp)
+        records = parse_records(args.jobcomp)
 
-    ctl = parse_scontrol(args.scontrol)
+    ctl = parse_records(args.scontrol, key=r"[\w:/]+")
     profile = yaml.safe_load(args.profile.read_text())
     gpu_rules = {r for r, res in (profile.get("set-resources") or {}).items() if (res or {}).get("gpu")}
 
