@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from kaepipe.errors import DataError
+from kaepipe.errors import ConfigError, DataError
 from kaepipe.kae import (
     IsoLoss,
     KAEConfig,
     KoopmanAutoencoder,
+    KoopmanOperator,
     fit_kae,
     iso_loss,
     kae_losses,
@@ -61,6 +62,49 @@ def test_path_endpoints(parametrization):
     torch.testing.assert_close(path[-1], m(x0), atol=1e-5, rtol=1e-5)
 
 
+def test_kaiming_init_sets_reference_weights_and_biases():
+    torch.manual_seed(0)
+    m = KoopmanAutoencoder(KAEConfig(200, 400, 300, 5, init="kaiming"))
+    first, last = m.encoder[0], m.decoder[-1]
+    assert torch.all(first.bias == 0.01) and torch.all(last.bias == 0.01)
+    assert abs(float(first.weight.detach().std()) - (2 / 200) ** 0.5) < 0.05 * (2 / 200) ** 0.5
+    assert abs(float(last.weight.detach().std()) - (2 / 400) ** 0.5) < 0.05 * (2 / 400) ** 0.5
+    torch.testing.assert_close(m.koopman.weight, torch.eye(300))  # the operator still starts at I
+    default = KoopmanAutoencoder(KAEConfig(200, 400, 300, 5))
+    assert float(default.encoder[0].weight.detach().std()) < 0.7 * (2 / 200) ** 0.5  # PyTorch's is narrower
+    with pytest.raises(ConfigError, match="kae.init"):
+        KAEConfig(2, 3, 4, 5, init="xavier")
+
+
+def test_eigen_parametrization_starts_at_e_and_composes():
+    torch.manual_seed(0)
+    op = KoopmanOperator(6, 4, "eigen")
+    torch.testing.assert_close(op.power(4), torch.e * torch.eye(6), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        op.rates.copy_(torch.linspace(-1, 2, 6))
+    torch.testing.assert_close(torch.linalg.matrix_power(op.power(1), 4), op.power(4), atol=1e-4, rtol=1e-4)
+    eig = torch.linalg.eigvals(op.power(4).double())
+    torch.testing.assert_close(eig.real.sort().values, torch.exp(torch.linspace(-1, 2, 6)).double(), atol=1e-4, rtol=1e-4)
+    assert eig.imag.abs().max() < 1e-6  # real spectrum only: no rotations
+    m = KoopmanAutoencoder(KAEConfig(3, 5, 6, 4, parametrization="eigen"))
+    x0 = torch.randn(7, 3)
+    torch.testing.assert_close(m.path(x0)[-1], m(x0), atol=1e-5, rtol=1e-5)
+
+
+def test_latent_stop_gradient_leaves_the_encoder_to_the_other_losses():
+    torch.manual_seed(0)
+    x0, xl = torch.randn(16, 4), torch.randn(16, 4)
+    grads = {}
+    for stop in (False, True):
+        torch.manual_seed(1)
+        m = KoopmanAutoencoder(KAEConfig(4, 8, 5, 3, latent_stop_gradient=stop))
+        losses = kae_losses(m, x0, xl, lambda_iso=0.0)
+        grads[stop] = torch.autograd.grad(losses["latent"], [m.encoder[0].weight, m.koopman.weight], allow_unused=True)
+        assert float(losses["latent"]) > 0
+    assert grads[True][0] is None and grads[False][0].abs().sum() > 0  # no latent gradient into phi
+    torch.testing.assert_close(grads[True][1], grads[False][1])  # K gets the same one
+
+
 def test_pairwise_distances_and_finite_gradients_with_duplicates():
     x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0]], requires_grad=True)
     d = pairwise_distances(x)
@@ -105,6 +149,39 @@ def test_iso_loss_float32_gradient_is_close_to_float64():
     z32 = z.float().requires_grad_()
     (g32,) = torch.autograd.grad(IsoLoss()(x.float(), z32), z32)
     assert float((g32.double() - g64).abs().max() / g64.abs().max()) < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_iso_loss_on_cuda_matches_the_cpu():
+    """On CUDA the whole batch is one block: value and gradient equal the CPU's blocked computation."""
+    torch.manual_seed(3)
+    x, z = torch.randn(700, 10, dtype=torch.float64), torch.randn(700, 20, dtype=torch.float64)
+    x[5] = x[0]
+    vals, grads = [], []
+    for device in ("cpu", "cuda"):
+        zd = z.to(device).requires_grad_()
+        val = IsoLoss()(x.to(device), zd)
+        vals.append(val.cpu())
+        grads.append(torch.autograd.grad(val, zd)[0].cpu())
+    torch.testing.assert_close(vals[1], vals[0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_fit_kae_on_cuda_lowers_the_loss_like_the_cpu():
+    """A short training run on CUDA starts where the CPU's does and ends close to it."""
+    g = torch.Generator().manual_seed(0)
+    x0, xl = torch.randn(600, 6, generator=g), torch.randn(600, 6, generator=g)
+    curves = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        m = KoopmanAutoencoder(KAEConfig(6, 16, 8, 5)).to(device)
+        cfg = TrainConfig(epochs=20, batch_size=256, lr=1e-2, optimizer="adamw", weight_decay=5e-4, seed=0)
+        curves[device] = fit_kae(m, x0.to(device), xl.to(device), cfg, lambda_iso=1.0)
+    cpu, gpu = curves["cpu"]["total"].to_numpy(), curves["cuda"]["total"].to_numpy()
+    assert gpu[-1] < 0.8 * gpu[0]
+    assert abs(gpu[0] - cpu[0]) < 1e-4 * cpu[0]
+    assert abs(gpu[-1] - cpu[-1]) < 0.02 * cpu[-1]
 
 
 def test_losses_match_their_definitions():

@@ -20,6 +20,9 @@ from kaepipe.train import TrainConfig, batch_indices, check_finite, clip_grad_no
 LOSS_TERMS = ("recon", "state", "latent", "iso")
 
 
+PARAMETRIZATIONS = ("exponential", "linear", "eigen")
+
+
 @dataclass(frozen=True)
 class KAEConfig(DictConfig):
     """Architecture of a Koopman autoencoder: q -> h -> p encoder, p x p operator, k steps."""
@@ -28,12 +31,16 @@ class KAEConfig(DictConfig):
     hidden: int
     latent: int
     k: int
-    parametrization: str = "exponential"  # exponential | linear
+    parametrization: str = "exponential"  # exponential | linear | eigen (see KoopmanOperator)
     negative_slope: float = 0.01
+    init: str = "torch"  # torch (PyTorch's default) | kaiming (Kaiming-normal weights, biases 0.01)
+    latent_stop_gradient: bool = False  # True: the latent loss trains K only (phi(x0), phi(xL) detached)
 
     def __post_init__(self) -> None:
-        if self.parametrization not in ("exponential", "linear"):
-            raise ConfigError(f"kae.parametrization must be exponential or linear, got '{self.parametrization}'")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ConfigError(f"kae.parametrization must be one of {PARAMETRIZATIONS}, got '{self.parametrization}'")
+        if self.init not in ("torch", "kaiming"):
+            raise ConfigError(f"kae.init must be torch or kaiming, got '{self.init}'")
         if min(self.in_features, self.hidden, self.latent, self.k) < 1:
             raise ConfigError(f"KAE sizes and k must be positive, got {asdict(self)}")
 
@@ -44,17 +51,29 @@ def mlp(n_in: int, n_hidden: int, n_out: int, slope: float) -> nn.Sequential:
 
 
 class KoopmanOperator(nn.Module):
-    """The bias-free operator K: K = expm(W / k) ('exponential') or K = W ('linear'); W starts at I."""
+    """The bias-free operator K, in one of three parametrisations, each starting at K^k = e I or K = I.
+
+    exponential: K = expm(W / k), W starts at I (the paper's). linear: K = W, W starts at I.
+    eigen: K = V^-1 expm(diag(d) / k) V with V Xavier-normal and d = 1 (the authors' later code):
+    real positive eigenvalues exp(d / k) only, no rotation.
+    """
 
     def __init__(self, dim: int, k: int, parametrization: str = "exponential") -> None:
         super().__init__()
         self.k, self.parametrization = k, parametrization
-        self.weight = nn.Parameter(torch.eye(dim))
+        if parametrization == "eigen":
+            self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(dim, dim)))
+            self.rates = nn.Parameter(torch.ones(dim))
+        else:
+            self.weight = nn.Parameter(torch.eye(dim))
 
     def power(self, t: int) -> torch.Tensor:
-        """K^t as a p x p matrix (column convention: z_next = z @ K^T); expm(t W / k) costs one expm."""
+        """K^t as a p x p matrix (column convention: z_next = z @ K^T); one expm or solve for any t."""
         if self.parametrization == "exponential":
             return expm(self.weight * (t / self.k))
+        if self.parametrization == "eigen":
+            v = self.weight
+            return torch.linalg.solve(v, torch.exp(self.rates * (t / self.k))[:, None] * v)
         return torch.linalg.matrix_power(self.weight, t)
 
     def matrix(self) -> torch.Tensor:
@@ -71,6 +90,12 @@ class KoopmanAutoencoder(nn.Module):
         self.encoder = mlp(cfg.in_features, cfg.hidden, cfg.latent, cfg.negative_slope)
         self.decoder = mlp(cfg.latent, cfg.hidden, cfg.in_features, cfg.negative_slope)
         self.koopman = KoopmanOperator(cfg.latent, cfg.k, cfg.parametrization)
+        if cfg.init == "kaiming":  # the reference code's initialisation of every linear layer
+            from kaepipe.models import init_linear
+
+            for layer in (*self.encoder, *self.decoder):
+                if isinstance(layer, nn.Linear):
+                    init_linear(layer)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Observables phi(x)."""
@@ -91,7 +116,7 @@ class KoopmanAutoencoder(nn.Module):
     def latent_path(self, x0: torch.Tensor) -> torch.Tensor:
         """Observables K^t phi(x0) for t = 0..k, shape (k + 1, n, p)."""
         z = self.encode(x0)
-        if self.cfg.parametrization == "exponential":
+        if self.cfg.parametrization != "linear":
             return torch.stack([z @ self.koopman.power(t).T for t in range(self.cfg.k + 1)])
         step = self.koopman.matrix().T
         out = [z]
@@ -222,7 +247,7 @@ def kae_losses(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, la
     mse = nn.functional.mse_loss
     recon = 0.5 * (mse(out[:n], x0) + mse(out[n:2 * n], xl))
     state = mse(out[2 * n:], xl)
-    latent = mse(zl_hat, zl)
+    latent = mse(model.advance(z0.detach()), zl.detach()) if model.cfg.latent_stop_gradient else mse(zl_hat, zl)
     total = recon + state + latent
     if lambda_iso > 0:
         iso = iso or IsoLoss()
@@ -248,7 +273,7 @@ def kae_metrics(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, l
     mse = nn.functional.mse_loss
     rec0, recl = mse(model.decode(z0), x0), mse(model.decode(zl), xl)
     state = mse(model.decode(zl_hat), xl)
-    latent = mse(zl_hat, zl)
+    latent = mse(model.advance(z0.detach()), zl.detach()) if model.cfg.latent_stop_gradient else mse(zl_hat, zl)
     g = torch.Generator().manual_seed(seed)
     sub = torch.randperm(len(x0), generator=g)[:iso_points].to(x0.device)
     iso_terms, iso_fvu = [], []

@@ -1,0 +1,180 @@
+"""Studies of training settings with kaepipe's own code, several runs at once (CPU or GPU).
+
+Not pipeline stages: each run is one (variant, seed), a variant being overrides of one block of a
+dataset's config; values are YAML (`null`, `10`, `1e-3`).
+
+`kae`: reads a finished base network, its representations and preprocessing (the pipeline's
+`results/<dataset>/{base,reps}`), trains one KAE per (variant, seed) and prints the macro surrogate
+accuracy per protocol, mean (population std) over seeds. `--lambda-iso` defaults to the main one.
+
+    python bench/variants.py kae --dataset yinyang --seeds 21 365 53 74 99 --workers 2 \\
+        --variant base --variant noclip clip_grad_norm=null
+
+`base`: trains the base network per variant (overrides of `base`) from the dataset's splits, records
+its layers, fits the preprocessing and prints test accuracy and the beta_0 row of the layers at the
+configured eps (topology stage settings), e.g. how the MNIST row depends on training length:
+
+    python bench/variants.py base --dataset mnist --config-set mnist_root=../shared/data/mnist-offline \\
+        --variant e8 --variant e30 epochs=30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from kaepipe.config import dataset_config, load_yaml
+
+
+def parse_variant(items: list[str]) -> tuple[str, dict]:
+    """`name key=value ...` -> (name, overrides)."""
+    name, overrides = items[0], {}
+    for item in items[1:]:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {name}: '{item}' is not key=value")
+        overrides[key] = yaml.safe_load(value)
+    return name, overrides
+
+
+def train_one(job: dict) -> dict:
+    """Train one KAE of one variant and measure its surrogate accuracy (runs in a worker process)."""
+    import torch
+
+    from kaepipe.base import load_base_model
+    from kaepipe.evaluate import accuracy_report, surrogate_predictions
+    from kaepipe.kae import KAEConfig, KoopmanAutoencoder, fit_kae, kae_train_config, preprocessed_pair
+    from kaepipe.represent import load_preprocessing, load_reps
+    from kaepipe.train import configure_torch, seed_all
+
+    device = configure_torch(1, job["device"])
+    ds, root = job["ds"], Path(job["root"])
+    kae = {**ds["kae"], **job["overrides"]}
+    reps = {s: str(root / "reps" / f"{s}.pt") for s in ("train", "test")}
+    pre_path = str(root / "reps" / "preprocessing.safetensors")
+    x0, xl, _ = preprocessed_pair(reps["train"], pre_path)
+    cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
+    seed_all(job["seed"])
+    model = KoopmanAutoencoder(cfg).to(device)
+    t0 = time.perf_counter()
+    out = {"variant": job["name"], "seed": job["seed"]}
+    try:
+        fit_kae(model, torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device),
+                kae_train_config(kae, job["seed"]), job["lambda_iso"])
+    except Exception as err:  # a diverged run is a result of the study, not the end of it
+        print(json.dumps({**out, "error": str(err)[:200]}), flush=True)
+        return {**out, "seconds": time.perf_counter() - t0, **{p: float("nan") for p in ds["evaluation"]}}
+    seconds = time.perf_counter() - t0
+    base = load_base_model(str(root / "base" / "model.safetensors"))
+    last = base.cfg.blocks
+    pre = load_preprocessing(pre_path, [0, last])
+    out["seconds"] = seconds
+    for protocol, split in ds["evaluation"].items():
+        layers, labels = load_reps(reps[split])
+        pred = surrogate_predictions(model, base, pre[0], pre[last], layers[0], device)
+        out[protocol] = accuracy_report(pred, labels, ds["classes"])["macro"]
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def train_base(job: dict) -> dict:
+    """Train one base network of one variant; record its layers and their beta_0 row (worker process)."""
+    from kaepipe.base import run_base_training
+    from kaepipe.config import merged
+    from kaepipe.represent import run_representations
+    from kaepipe.topology_stage import run_layer_topology
+    from kaepipe.train import configure_torch
+
+    device = configure_torch(job["threads"], job["device"])
+    ds = merged(job["ds"], {"base": job["overrides"]})
+    work = Path(job["work"]) / job["name"]
+    work.mkdir(parents=True, exist_ok=True)
+    splits = job["splits"]
+    quiet = lambda _msg: None  # noqa: E731
+    t0 = time.perf_counter()
+    metrics = run_base_training(ds, splits, str(work / "model.safetensors"), str(work / "curve.parquet"),
+                                str(work / "metrics.json"), device, log=quiet)
+    seconds = time.perf_counter() - t0
+    pt = {s: str(work / f"{s}.pt") for s in splits}
+    run_representations(ds, str(work / "model.safetensors"), splits, {s: str(work / f"{s}.parquet") for s in splits},
+                        pt, str(work / "preprocessing.safetensors"), device, log=quiet)
+    split = ds["evaluation"][ds.get("topology", {}).get("protocol", "heldout")]
+    table = run_layer_topology(ds, pt[split], str(work / "preprocessing.safetensors"), str(work / "layers.parquet"),
+                               str(work / "layers_curves.parquet"), log=quiet)
+    out = {"variant": job["name"], "seconds": round(seconds, 1),
+           **{f"acc_{s}": round(r["macro"], 2) for s, r in metrics["splits"].items()},
+           "eps": float(table["eps"].iloc[0]), "betti0": table.sort_values("step")["betti0"].tolist()}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def write_splits(ds: dict, config: dict, work: Path) -> dict[str, str]:
+    """The dataset's train and test splits as Parquet under `work` (built once, shared by the runs)."""
+    from kaepipe.data import prepare_idx_root, write_split
+
+    paths = {}
+    for split in ("train", "test"):
+        paths[split] = str(work / f"{split}.parquet")
+        if not Path(paths[split]).exists():
+            root = None
+            if ds["source"] != "yinyang":
+                root = prepare_idx_root(ds["source"], ds["root"], config.get("cache_dir", "results/cache"), [split])
+            work.mkdir(parents=True, exist_ok=True)
+            write_split(ds, split, paths[split], root)
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("study", choices=["kae", "base"])
+    ap.add_argument("--config", default="config.yaml")
+    ap.add_argument("--config-set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level config overrides")
+    ap.add_argument("--dataset", default="yinyang")
+    ap.add_argument("--results", default="results", help="kae: folder holding <dataset>/{base,reps}; "
+                    "base: work folder (results/variants/<dataset>/<variant>)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="kae: default the dataset's KAE seeds")
+    ap.add_argument("--lambda-iso", type=float, default=None)
+    ap.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [KEY=VALUE ...]")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="base: torch threads per run")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="CSV of every run")
+    args = ap.parse_args()
+    config = load_yaml(args.config)
+    config.update(parse_variant(["config", *args.config_set])[1])
+    ds = dataset_config(config, args.dataset)
+    variants = [parse_variant(v) for v in args.variant]
+    if args.study == "kae":
+        lam = ds["kae"]["main_lambda_iso"] if args.lambda_iso is None else args.lambda_iso
+        jobs = [{"name": name, "overrides": ov, "seed": s, "ds": ds, "lambda_iso": lam, "device": args.device,
+                 "root": str(Path(args.results) / args.dataset)}
+                for name, ov in variants for s in args.seeds or ds["kae"]["seeds"]]
+        worker = train_one
+    else:
+        work = Path(args.results) / "variants" / args.dataset
+        splits = write_splits(ds, config, work)
+        jobs = [{"name": name, "overrides": ov, "ds": ds, "splits": splits, "work": str(work), "device": args.device,
+                 "threads": args.threads} for name, ov in variants]
+        worker = train_base
+    with mp.get_context("spawn").Pool(args.workers) as pool:
+        rows = pool.map(worker, jobs, chunksize=1)
+    df = pd.DataFrame(rows)
+    if args.out:
+        df.to_csv(args.out, index=False)
+    if args.study == "kae":
+        protocols = list(ds["evaluation"])
+        df = df.groupby("variant", sort=False).agg(
+            **{p: (p, lambda v: f"{np.nanmean(v):.2f} ({np.nanstd(v):.2f}) n={np.isfinite(v).sum()}") for p in protocols},
+            seconds=("seconds", "median"))
+    print(df.to_string())
+
+
+if __name__ == "__main__":
+    main()
