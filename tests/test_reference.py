@@ -228,17 +228,45 @@ def test_koopman_step_is_expm_w_over_k_applied_as_z_kt():
                                z @ np.linalg.matrix_power(k_step, 7).T, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("parametrization", ["exponential", "linear"])
+def test_eigen_kae_file_loads_and_matches_the_reference_computation(tmp_path):
+    """The authors' eigendecomposition class: `_V.weight`, `_D`; K^k = V^-1 expm(diag(D)) V, applied as z K^T."""
+    model = make_kae(4)
+    tensors, meta = hand_kae_file(model)
+    del tensors["components.koopman_matrix.components.linear.parametrizations.weight.original"]
+    g = torch.Generator().manual_seed(2)
+    tensors["_V.weight"] = torch.eye(20) + 0.3 * torch.randn(20, 20, generator=g)
+    tensors["_D"] = torch.linspace(-2.0, 1.0, 20)
+    save_file(tensors, str(tmp_path / KAE_NAME.format(4)), metadata=meta)
+    loaded = load_reference_kae(tmp_path / KAE_NAME.format(4))
+    assert loaded.cfg.parametrization == "eigen"
+    t = {key: v.double() for key, v in tensors.items()}
+    x = torch.randn(16, 10, generator=g).double()
+
+    def lin(name, h):
+        return h @ t[f"components.{name}.components.linear.weight"].T + t[f"components.{name}.components.linear.bias"]
+
+    v = t["_V.weight"]
+    d_k = torch.diag(torch.exp(t["_D"]))  # matrix_power(expm(diag(D) / k), k)
+    z = lin("encoder.encoder_1", leaky(lin("encoder.encoder_0", x)))
+    z = z @ v.T @ d_k @ torch.linalg.inv(v).T  # the reference's koopman_forward
+    expected = lin("decoder.decoder_0", leaky(lin("decoder.decoder_1", z)))
+    torch.testing.assert_close(loaded.double()(x), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("parametrization", ["exponential", "linear", "eigen"])
 def test_kae_writer_round_trip(tmp_path, parametrization):
     model = make_kae(9, parametrization)
     path = tmp_path / "kae_seed_1.safetensors"
     save_reference_kae(model, path)
     written, meta = load_safetensors(path)
     hand, hand_meta = hand_kae_file(model)
+    key = "components.koopman_matrix.components.linear"
     if parametrization == "linear":
-        key = "components.koopman_matrix.components.linear"
         hand[f"{key}.weight"] = hand.pop(f"{key}.parametrizations.weight.original")
         hand_meta["model_class"] = "KoopmanAutoencoder"
+    if parametrization == "eigen":
+        hand["_V.weight"] = hand.pop(f"{key}.parametrizations.weight.original")
+        hand["_D"] = model.koopman.rates.detach().clone()
     assert set(written) == set(hand)
     for k in hand:
         torch.testing.assert_close(written[k], hand[k], rtol=0, atol=0)

@@ -11,7 +11,9 @@ with `safetensors.torch.save_model` and stores every metadata value as `str(valu
 - KAE: `components.encoder.encoder_0` -> `encoder.0` (q -> h), `encoder_1` -> `encoder.2` (h -> p),
   `components.decoder.decoder_1` -> `decoder.0` (p -> h, applied first), `decoder_0` -> `decoder.2`
   (h -> q, applied last), `components.koopman_matrix.components.linear.parametrizations.weight.original`
-  (exponential: the layer's weight is expm(W / k_steps)) or `...linear.weight` (linear) -> `koopman.weight`.
+  (exponential: the layer's weight is expm(W / k_steps)) or `...linear.weight` (linear) -> `koopman.weight`;
+  the authors' later eigendecomposition class (same model_class, K = V^-1 expm(diag(D) / k_steps) V,
+  applied as z -> z K^T) stores `_V.weight` -> `koopman.weight` and `_D` -> `koopman.rates` (eigen).
 
 `evaluate_reference` recomputes the accuracy table of a folder of released checkpoints.
 """
@@ -39,6 +41,7 @@ KAE_CLASS_EXPONENTIAL = "ExponentialKoopmanAutencoder"  # sic: the reference cod
 KAE_CLASS_LINEAR = "KoopmanAutoencoder"
 KOOPMAN_EXP_KEY = "components.koopman_matrix.components.linear.parametrizations.weight.original"
 KOOPMAN_LINEAR_KEY = "components.koopman_matrix.components.linear.weight"
+KOOPMAN_EIGEN_KEYS = {"_V.weight": "koopman.weight", "_D": "koopman.rates"}
 BN_BUFFERS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 REFERENCE_BN_EPS = 1e-5
 REFERENCE_LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU() default, which the reference code uses
@@ -83,6 +86,8 @@ def kae_key_map(parametrization: str = "exponential") -> dict[str, str]:
         out[KOOPMAN_EXP_KEY] = "koopman.weight"
     elif parametrization == "linear":
         out[KOOPMAN_LINEAR_KEY] = "koopman.weight"
+    elif parametrization == "eigen":
+        out.update(KOOPMAN_EIGEN_KEYS)
     else:
         raise ValueError(f"unknown parametrization '{parametrization}'")
     return out
@@ -223,9 +228,8 @@ def save_reference_base(model: ResMLP, path: str | Path) -> None:
 
 def _kae_parametrization(path: Path, meta: Mapping[str, str], names: set[str]) -> str:
     cls = meta.get("model_class", "")
-    if "Decomp" in cls or any(k.startswith(("_V.", "_D")) for k in names):
-        raise UnsupportedReferenceError(f"{path}: model_class '{cls}' (eigendecomposition parametrization "
-                                        "V^-1 expm(D / k) V) is not supported; only exponential and linear")
+    if "Decomp" in cls or names & set(KOOPMAN_EIGEN_KEYS):
+        return "eigen"
     if "Exponential" in cls:
         return "exponential"
     if cls == KAE_CLASS_LINEAR:
@@ -280,7 +284,7 @@ def reference_kae_tensors(model: KoopmanAutoencoder) -> dict[str, torch.Tensor]:
 def reference_kae_metadata(model: KoopmanAutoencoder) -> dict[str, str]:
     """The reference metadata strings of a kaepipe KAE."""
     cfg = model.cfg
-    cls = KAE_CLASS_EXPONENTIAL if cfg.parametrization == "exponential" else KAE_CLASS_LINEAR
+    cls = KAE_CLASS_LINEAR if cfg.parametrization == "linear" else KAE_CLASS_EXPONENTIAL
     return {"in_features": str(cfg.in_features), "latent_features": str(cfg.latent),
             "hidden_config": str([cfg.hidden]), "bias": "True", "batchnorm": "False",
             "nonlinearity": "leaky_relu", "k_steps": str(cfg.k), "model_class": cls}
