@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from kaepipe.config import dataset_config, load_yaml
+from kaepipe.config import dataset_config, load_yaml, merged
 
 
 def parse_variant(items: list[str]) -> tuple[str, dict]:
@@ -66,8 +66,8 @@ def train_one(job: dict) -> dict:
     t0 = time.perf_counter()
     out = {"variant": job["name"], "seed": job["seed"]}
     try:
-        fit_kae(model, torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device),
-                kae_train_config(kae, job["seed"]), job["lambda_iso"])
+        curve = fit_kae(model, torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device),
+                        kae_train_config(kae, job["seed"]), job["lambda_iso"])
     except Exception as err:  # a diverged run is a result of the study, not the end of it
         print(json.dumps({**out, "error": str(err)[:200]}), flush=True)
         return {**out, "seconds": time.perf_counter() - t0, **{p: float("nan") for p in ds["evaluation"]}}
@@ -75,11 +75,22 @@ def train_one(job: dict) -> dict:
     base = load_base_model(str(root / "base" / "model.safetensors"))
     last = base.cfg.blocks
     pre = load_preprocessing(pre_path, [0, last])
-    out["seconds"] = seconds
+    out["seconds"], out["final_loss"] = seconds, float(curve["total"].iloc[-1])
     for protocol, split in ds["evaluation"].items():
         layers, labels = load_reps(reps[split])
         pred = surrogate_predictions(model, base, pre[0], pre[last], layers[0], device)
         out[protocol] = accuracy_report(pred, labels, ds["classes"])["macro"]
+    for c in job["edit"]:  # the paper's edit (METHOD 8): target-class accuracy after, paper protocol
+        from kaepipe.unlearn import EditedKAE, observables, operator_matrix, paper_edit
+
+        model = model.cpu()
+        layers_train, labels_train = load_reps(reps["train"])
+        u = ds.get("unlearn", {})
+        O_new = paper_edit(operator_matrix(model), observables(model, pre[0].apply(layers_train[0])), labels_train, c,
+                           u.get("reg", 0.1), u.get("targets", "nearest"))
+        layers, labels = load_reps(reps[ds["evaluation"]["paper"]])
+        pred = surrogate_predictions(EditedKAE(model, O_new), base, pre[0], pre[last], layers[0])
+        out[f"edit{c}"] = accuracy_report(pred, labels, ds["classes"])["per_class"][c]
     print(json.dumps(out), flush=True)
     return out
 
@@ -87,7 +98,6 @@ def train_one(job: dict) -> dict:
 def train_base(job: dict) -> dict:
     """Train one base network of one variant; record its layers and their beta_0 row (worker process)."""
     from kaepipe.base import run_base_training
-    from kaepipe.config import merged
     from kaepipe.represent import run_representations
     from kaepipe.topology_stage import run_layer_topology
     from kaepipe.train import configure_torch
@@ -134,27 +144,31 @@ def write_splits(ds: dict, config: dict, work: Path) -> dict[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", choices=["kae", "base"])
-    ap.add_argument("--config", default="config.yaml")
+    ap.add_argument("--config", nargs="+", default=["config.yaml"], help="config files, merged in order")
     ap.add_argument("--config-set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level config overrides")
     ap.add_argument("--dataset", default="yinyang")
     ap.add_argument("--results", default="results", help="kae: folder holding <dataset>/{base,reps}; "
                     "base: work folder (results/variants/<dataset>/<variant>)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="kae: default the dataset's KAE seeds")
     ap.add_argument("--lambda-iso", type=float, default=None)
+    ap.add_argument("--edit", type=int, nargs="*", default=[], metavar="CLASS",
+                    help="kae: also the paper's edit forgetting CLASS (target-class accuracy after, paper protocol)")
     ap.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [KEY=VALUE ...]")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="base: torch threads per run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="CSV of every run")
     args = ap.parse_args()
-    config = load_yaml(args.config)
+    config: dict = {}
+    for path in args.config:
+        config = merged(config, load_yaml(path))
     config.update(parse_variant(["config", *args.config_set])[1])
     ds = dataset_config(config, args.dataset)
     variants = [parse_variant(v) for v in args.variant]
     if args.study == "kae":
         lam = ds["kae"]["main_lambda_iso"] if args.lambda_iso is None else args.lambda_iso
         jobs = [{"name": name, "overrides": ov, "seed": s, "ds": ds, "lambda_iso": lam, "device": args.device,
-                 "root": str(Path(args.results) / args.dataset)}
+                 "root": str(Path(args.results) / args.dataset), "edit": args.edit}
                 for name, ov in variants for s in args.seeds or ds["kae"]["seeds"]]
         worker = train_one
     else:
@@ -169,7 +183,7 @@ def main() -> None:
     if args.out:
         df.to_csv(args.out, index=False)
     if args.study == "kae":
-        protocols = list(ds["evaluation"])
+        protocols = list(ds["evaluation"]) + [f"edit{c}" for c in args.edit]
         df = df.groupby("variant", sort=False).agg(
             **{p: (p, lambda v: f"{np.nanmean(v):.2f} ({np.nanstd(v):.2f}) n={np.isfinite(v).sum()}") for p in protocols},
             seconds=("seconds", "median"))

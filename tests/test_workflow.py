@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import REPO, offline_mnist, run_snakemake
+from tests.conftest import REPO, TINY_CONFIGS, offline_mnist, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +136,36 @@ def test_lint_is_clean():
                            "--config", f"mnist_root={offline_mnist()}"], capture_output=True, text=True, cwd=REPO)
     text = proc.stdout + proc.stderr
     assert "Lints for" not in text, text[-3000:]
+
+
+def run_variants(tiny_run: Path, *args: str) -> pd.DataFrame:
+    """Run bench/variants.py on the tiny run's results; return its CSV."""
+    out = tiny_run / f"variants_{len(list(tiny_run.glob('variants_*.csv')))}.csv"
+    cmd = [sys.executable, str(REPO / "bench" / "variants.py"), *args, "--config", *TINY_CONFIGS,
+           "--config-set", f"mnist_root={offline_mnist()}", "--results", str(tiny_run / "results"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tiny_run)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return pd.read_csv(out)
+
+
+def test_variant_study_of_kaes_is_deterministic_and_applies_its_overrides(tiny_run):
+    """bench/variants.py kae: one KAE per (variant, seed) on the pipeline's files, plus the paper's edit."""
+    df = run_variants(tiny_run, "kae", "--dataset", "yinyang", "--seeds", "21", "--edit", "2",
+                      "--variant", "a", "epochs=20", "--variant", "again", "epochs=20", "--variant", "frozen", "epochs=20", "lr=0")
+    assert list(df["variant"]) == ["a", "again", "frozen"]
+    for col in ("paper", "heldout", "edit2"):
+        assert df[col].between(0, 100).all(), col
+    a, again, frozen = (df.iloc[i] for i in range(3))
+    cols = ["paper", "heldout", "edit2", "final_loss"]
+    assert list(a[cols]) == list(again[cols])  # same seed, same settings: bit-identical on the CPU
+    assert frozen["final_loss"] > 10 * a["final_loss"]  # lr 0 leaves it untrained: the override reached training
+
+
+def test_variant_study_of_base_networks_writes_the_layer_row(tiny_run):
+    """bench/variants.py base: trains the base network per variant and measures beta_0 of its layers."""
+    df = run_variants(tiny_run, "base", "--dataset", "yinyang", "--variant", "e2", "epochs=2")
+    row = df.iloc[0]
+    assert row["variant"] == "e2" and 0 <= row["acc_test"] <= 100
+    betti = ast.literal_eval(row["betti0"])
+    assert len(betti) == 6 and all(1 <= b <= 300 for b in betti)  # L0..L5 of 300 held-out points
+    assert (tiny_run / "results" / "variants" / "yinyang" / "e2" / "model.safetensors").is_file()
