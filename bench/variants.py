@@ -57,8 +57,13 @@ def train_one(job: dict) -> dict:
     device = configure_torch(1, job["device"])
     ds, root = job["ds"], Path(job["root"])
     kae = {**ds["kae"], **job["overrides"]}
-    reps = {s: str(root / "reps" / f"{s}.pt") for s in ("train", "test")}
-    pre_path = str(root / "reps" / "preprocessing.safetensors")
+    if job.get("base_dir"):  # a network of the `base` study: its folder holds everything
+        bdir = Path(job["base_dir"])
+        reps = {s: str(bdir / f"{s}.pt") for s in ("train", "test")}
+        pre_path, base_path = str(bdir / "preprocessing.safetensors"), str(bdir / "model.safetensors")
+    else:
+        reps = {s: str(root / "reps" / f"{s}.pt") for s in ("train", "test")}
+        pre_path, base_path = str(root / "reps" / "preprocessing.safetensors"), str(root / "base" / "model.safetensors")
     x0, xl, _ = preprocessed_pair(reps["train"], pre_path)
     cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
     seed_all(job["seed"])
@@ -72,7 +77,7 @@ def train_one(job: dict) -> dict:
         print(json.dumps({**out, "error": str(err)[:200]}), flush=True)
         return {**out, "seconds": time.perf_counter() - t0, **{p: float("nan") for p in ds["evaluation"]}}
     seconds = time.perf_counter() - t0
-    base = load_base_model(str(root / "base" / "model.safetensors"))
+    base = load_base_model(base_path)
     last = base.cfg.blocks
     pre = load_preprocessing(pre_path, [0, last])
     out["seconds"], out["final_loss"] = seconds, float(curve["total"].iloc[-1])
@@ -151,6 +156,8 @@ def main() -> None:
                     "base: work folder (results/variants/<dataset>/<variant>)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="kae: default the dataset's KAE seeds")
     ap.add_argument("--lambda-iso", type=float, default=None)
+    ap.add_argument("--base-dir", default=None, help="kae: use the network of a `base` study run "
+                    "(<results>/variants/<dataset>/<variant>) instead of the pipeline's")
     ap.add_argument("--edit", type=int, nargs="*", default=[], metavar="CLASS",
                     help="kae: also the paper's edit forgetting CLASS (target-class accuracy after, paper protocol)")
     ap.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [KEY=VALUE ...]")
@@ -168,7 +175,8 @@ def main() -> None:
     if args.study == "kae":
         lam = ds["kae"]["main_lambda_iso"] if args.lambda_iso is None else args.lambda_iso
         jobs = [{"name": name, "overrides": ov, "seed": s, "ds": ds, "lambda_iso": lam, "device": args.device,
-                 "root": str(Path(args.results) / args.dataset), "edit": args.edit}
+                 "root": str(Path(args.results) / args.dataset), "edit": args.edit,
+                 "base_dir": args.base_dir}
                 for name, ov in variants for s in args.seeds or ds["kae"]["seeds"]]
         worker = train_one
     else:

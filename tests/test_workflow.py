@@ -168,4 +168,8 @@ def test_variant_study_of_base_networks_writes_the_layer_row(tiny_run):
     assert row["variant"] == "e2" and 0 <= row["acc_test"] <= 100
     betti = ast.literal_eval(row["betti0"])
     assert len(betti) == 6 and all(1 <= b <= 300 for b in betti)  # L0..L5 of 300 held-out points
-    assert (tiny_run / "results" / "variants" / "yinyang" / "e2" / "model.safetensors").is_file()
+    e2 = tiny_run / "results" / "variants" / "yinyang" / "e2"
+    assert (e2 / "model.safetensors").is_file()
+    kae = run_variants(tiny_run, "kae", "--dataset", "yinyang", "--seeds", "21", "--base-dir", str(e2),
+                       "--variant", "on_e2", "epochs=5")  # KAEs on that network's own layers
+    assert kae["paper"].between(0, 100).all() and np.isfinite(kae["final_loss"]).all()
