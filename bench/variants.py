@@ -50,52 +50,53 @@ def train_one(job: dict) -> dict:
 
     from kaepipe.base import load_base_model
     from kaepipe.evaluate import accuracy_report, surrogate_predictions
-    from kaepipe.kae import KAEConfig, KoopmanAutoencoder, fit_kae, kae_train_config, preprocessed_pair
+    from kaepipe.kae import KAEConfig, KoopmanAutoencoder, fit_kae, kae_train_config
     from kaepipe.represent import load_preprocessing, load_reps
     from kaepipe.train import configure_torch, seed_all
+    from kaepipe.unlearn import EditedKAE, EditProblem, method_settings, observables, operator_matrix, unlearn_settings
 
     device = configure_torch(1, job["device"])
     ds, root = job["ds"], Path(job["root"])
     kae = {**ds["kae"], **job["overrides"]}
     if job.get("base_dir"):  # a network of the `base` study: its folder holds everything
         bdir = Path(job["base_dir"])
-        reps = {s: str(bdir / f"{s}.pt") for s in ("train", "test")}
-        pre_path, base_path = str(bdir / "preprocessing.safetensors"), str(bdir / "model.safetensors")
+        reps = {s: bdir / f"{s}.pt" for s in ("train", "test")}
+        pre_path, base_path = bdir / "preprocessing.safetensors", bdir / "model.safetensors"
     else:
-        reps = {s: str(root / "reps" / f"{s}.pt") for s in ("train", "test")}
-        pre_path, base_path = str(root / "reps" / "preprocessing.safetensors"), str(root / "base" / "model.safetensors")
-    x0, xl, _ = preprocessed_pair(reps["train"], pre_path)
+        reps = {s: root / "reps" / f"{s}.pt" for s in ("train", "test")}
+        pre_path, base_path = root / "reps" / "preprocessing.safetensors", root / "base" / "model.safetensors"
+    base = load_base_model(base_path)
+    last = base.cfg.blocks
+    pre = load_preprocessing(pre_path, [0, last])
+    data = {s: load_reps(reps[s]) for s in {"train", *ds["evaluation"].values()}}  # each split read once
+    x0 = pre[0].apply(data["train"][0][0])  # the training pair, preprocessed as the pipeline does
+    xl = pre[last].apply(data["train"][0][last])
     cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
     seed_all(job["seed"])
     model = KoopmanAutoencoder(cfg).to(device)
     t0 = time.perf_counter()
     out = {"variant": job["name"], "seed": job["seed"]}
     try:
-        curve = fit_kae(model, torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device),
-                        kae_train_config(kae, job["seed"]), job["lambda_iso"])
+        curve = fit_kae(model, torch.as_tensor(x0, dtype=torch.float32, device=device),
+                        torch.as_tensor(xl, dtype=torch.float32, device=device), kae_train_config(kae, job["seed"]),
+                        job["lambda_iso"])
     except Exception as err:  # a diverged run is a result of the study, not the end of it
         print(json.dumps({**out, "error": str(err)[:200]}), flush=True)
         return {**out, "seconds": time.perf_counter() - t0, **{p: float("nan") for p in ds["evaluation"]}}
-    seconds = time.perf_counter() - t0
-    base = load_base_model(base_path)
-    last = base.cfg.blocks
-    pre = load_preprocessing(pre_path, [0, last])
-    out["seconds"], out["final_loss"] = seconds, float(curve["total"].iloc[-1])
-    for protocol, split in ds["evaluation"].items():
-        layers, labels = load_reps(reps[split])
-        pred = surrogate_predictions(model, base, pre[0], pre[last], layers[0], device)
-        out[protocol] = accuracy_report(pred, labels, ds["classes"])["macro"]
-    for c in job["edit"]:  # the paper's edit (METHOD 8): target-class accuracy after, paper protocol
-        from kaepipe.unlearn import EditedKAE, observables, operator_matrix, paper_edit
+    out["seconds"], out["final_loss"] = time.perf_counter() - t0, float(curve["total"].iloc[-1])
 
-        model = model.cpu()
-        layers_train, labels_train = load_reps(reps["train"])
-        u = ds.get("unlearn", {})
-        O_new = paper_edit(operator_matrix(model), observables(model, pre[0].apply(layers_train[0])), labels_train, c,
-                           u.get("reg", 0.1), u.get("targets", "nearest"))
-        layers, labels = load_reps(reps[ds["evaluation"]["paper"]])
-        pred = surrogate_predictions(EditedKAE(model, O_new), base, pre[0], pre[last], layers[0])
-        out[f"edit{c}"] = accuracy_report(pred, labels, ds["classes"])["per_class"][c]
+    def macro_and_per_class(m, split: str) -> dict:
+        layers, labels = data[split]
+        return accuracy_report(surrogate_predictions(m, base, pre[0], pre[last], layers[0], device), labels, ds["classes"])
+
+    for protocol, split in ds["evaluation"].items():
+        out[protocol] = macro_and_per_class(model, split)["macro"]
+    if job["edit"]:  # the paper's edit (METHOD 8): target-class accuracy after, paper protocol
+        problem = EditProblem(operator_matrix(model), observables(model, x0), data["train"][1])
+        settings = method_settings(unlearn_settings(ds), "paper")
+        for c in job["edit"]:
+            edited = EditedKAE(model, problem.edit(c, **settings))
+            out[f"edit{c}"] = macro_and_per_class(edited, ds["evaluation"]["paper"])["per_class"][c]
     print(json.dumps(out), flush=True)
     return out
 

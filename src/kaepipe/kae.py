@@ -242,12 +242,14 @@ def kae_losses(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, la
     n = len(x0)
     z = model.encode(torch.cat([x0, xl]))
     z0, zl = z[:n], z[n:]
-    zl_hat = model.advance(z0)
+    op = model.koopman.power(model.cfg.k).T  # K^k once per step (one expm), row convention
+    zl_hat = z0 @ op
     out = model.decode(torch.cat([z, zl_hat]))
     mse = nn.functional.mse_loss
     recon = 0.5 * (mse(out[:n], x0) + mse(out[n:2 * n], xl))
     state = mse(out[2 * n:], xl)
-    latent = mse(model.advance(z0.detach()), zl.detach()) if model.cfg.latent_stop_gradient else mse(zl_hat, zl)
+    # latent_stop_gradient: the same value, with the gradient reaching K only
+    latent = mse(z0.detach() @ op, zl.detach()) if model.cfg.latent_stop_gradient else mse(zl_hat, zl)
     total = recon + state + latent
     if lambda_iso > 0:
         iso = iso or IsoLoss()
@@ -273,7 +275,7 @@ def kae_metrics(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, l
     mse = nn.functional.mse_loss
     rec0, recl = mse(model.decode(z0), x0), mse(model.decode(zl), xl)
     state = mse(model.decode(zl_hat), xl)
-    latent = mse(model.advance(z0.detach()), zl.detach()) if model.cfg.latent_stop_gradient else mse(zl_hat, zl)
+    latent = mse(zl_hat, zl)  # no gradients here: the stop-gradient option changes nothing
     g = torch.Generator().manual_seed(seed)
     sub = torch.randperm(len(x0), generator=g)[:iso_points].to(x0.device)
     iso_terms, iso_fvu = [], []
