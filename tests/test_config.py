@@ -23,6 +23,20 @@ def test_shipped_configs_are_valid(repo, schema_path, name):
     validate_config(cfg, schema_path)
 
 
+@pytest.mark.parametrize("base", ["config.yaml", "config/paper.yaml"])
+def test_wide_kae_overlay_changes_only_the_yinyang_kae_sizes_and_lr(repo, schema_path, base):
+    full = load_yaml(repo / base)
+    cfg = merged(full, load_yaml(repo / "config/yinyang_wide_kae.yaml"))
+    validate_config(cfg, schema_path)
+    kae = dataset_config(cfg, "yinyang")["kae"]
+    assert (kae["hidden"], kae["latent"], kae["lr"]) == (64, 40, 0.03)
+    changed = {"hidden", "latent", "lr"}
+    assert {k: v for k, v in kae.items() if k not in changed} == {
+        k: v for k, v in full["datasets"]["yinyang"]["kae"].items() if k not in changed}
+    assert {k: v for k, v in cfg.items() if k != "datasets"} == {k: v for k, v in full.items() if k != "datasets"}
+    assert cfg["datasets"]["mnist"] == full["datasets"]["mnist"]
+
+
 def set_key(cfg: dict, path: str, value):
     node = cfg
     *parents, last = path.split(".")

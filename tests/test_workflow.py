@@ -124,6 +124,22 @@ def test_dry_run_of_default_config_lists_every_rule(tmp_path):
         assert rule in out
 
 
+def test_wide_kae_overlay_reruns_the_yinyang_kaes_for_their_new_params(tiny_run):
+    """config/yinyang_wide_kae.yaml added to a finished run: Snakemake merges it and reruns only the
+    Yin-Yang KAEs (their params changed) and what depends on them; nothing of MNIST, no base network."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tiny_run),
+           "--configfile", *TINY_CONFIGS, str(REPO / "config" / "yinyang_wide_kae.yaml"),
+           "--config", f"mnist_root={offline_mnist()}", "-n"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    jobs = out.split("\nrule ")[1:]
+    kae_jobs = [j for j in jobs if j.startswith("kae:")]
+    n_yinyang = len(list((tiny_run / "results" / "yinyang" / "kae").glob("iso*/seed*/model.safetensors")))
+    assert n_yinyang and len(kae_jobs) == n_yinyang, out[-3000:]
+    assert all("dataset=yinyang" in j and "Params have changed" in j for j in kae_jobs), out[-3000:]
+    assert not any(j.startswith(("base_model:", "representations:", "dataset:")) for j in jobs)
+    assert not any("dataset=mnist" in j for j in jobs), out[-3000:]
+
+
 def test_bad_config_stops_before_any_job(tmp_path):
     proc = snakemake(tmp_path, "--cores", "1", "--config", "device=tpu", check=False)
     assert proc.returncode != 0
