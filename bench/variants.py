@@ -50,7 +50,7 @@ def train_one(job: dict) -> dict:
 
     from kaepipe.base import load_base_model
     from kaepipe.evaluate import accuracy_report, surrogate_predictions
-    from kaepipe.kae import KAEConfig, KoopmanAutoencoder, fit_kae, kae_train_config
+    from kaepipe.kae import KAEConfig, KoopmanAutoencoder, fit_kae, kae_train_config, training_pair
     from kaepipe.represent import load_preprocessing, load_reps
     from kaepipe.train import configure_torch, seed_all
     from kaepipe.unlearn import EditedKAE, EditProblem, method_settings, observables, operator_matrix, unlearn_settings
@@ -69,17 +69,15 @@ def train_one(job: dict) -> dict:
     last = base.cfg.blocks
     pre = load_preprocessing(pre_path, [0, last])
     data = {s: load_reps(reps[s]) for s in {"train", *ds["evaluation"].values()}}  # each split read once
-    x0 = pre[0].apply(data["train"][0][0])  # the training pair, preprocessed as the pipeline does
-    xl = pre[last].apply(data["train"][0][last])
+    x0, xl = training_pair(data["train"][0], pre)  # preprocessed as the pipeline does
     cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
     seed_all(job["seed"])
     model = KoopmanAutoencoder(cfg).to(device)
     t0 = time.perf_counter()
     out = {"variant": job["name"], "seed": job["seed"]}
     try:
-        curve = fit_kae(model, torch.as_tensor(x0, dtype=torch.float32, device=device),
-                        torch.as_tensor(xl, dtype=torch.float32, device=device), kae_train_config(kae, job["seed"]),
-                        job["lambda_iso"])
+        curve = fit_kae(model, torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device),
+                        kae_train_config(kae, job["seed"]), job["lambda_iso"])
     except Exception as err:  # a diverged run is a result of the study, not the end of it
         print(json.dumps({**out, "error": str(err)[:200]}), flush=True)
         return {**out, "seconds": time.perf_counter() - t0, **{p: float("nan") for p in ds["evaluation"]}}

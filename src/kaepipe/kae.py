@@ -370,14 +370,18 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 # Stage entry point
 # ---------------------------------------------------------------------------------------------
 
+def training_pair(layers: list[np.ndarray], pre: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """(x0, x_last) of loaded layers, preprocessed with the fitted per-layer maps `pre`, as float32."""
+    last = len(layers) - 1
+    return pre[0].apply(layers[0]).astype(np.float32), pre[last].apply(layers[last]).astype(np.float32)
+
+
 def preprocessed_pair(reps_path: str | Path, preprocessing_path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x0, x_last) preprocessed with the training fit, as float32, and the labels."""
     from kaepipe.represent import load_preprocessing, load_reps
 
     layers, labels = load_reps(reps_path)
-    last = len(layers) - 1
-    pre = load_preprocessing(preprocessing_path, [0, last])
-    return (pre[0].apply(layers[0]).astype(np.float32), pre[last].apply(layers[last]).astype(np.float32), labels)
+    return (*training_pair(layers, load_preprocessing(preprocessing_path, [0, len(layers) - 1])), labels)
 
 
 def run_kae_training(ds: Mapping, lambda_iso: float, seed: int, reps_train: str, preprocessing: str,
