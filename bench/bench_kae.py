@@ -11,8 +11,9 @@ import time
 
 import torch
 
-from kaepipe.kae import IsoLoss, KAEConfig, KoopmanAutoencoder, fit_kae, kae_losses
-from kaepipe.train import TrainConfig, configure_torch
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.nn.losses import IsoLoss, kae_losses
+from kaepipe.nn.train import TrainConfig, configure_torch, fit_kae
 
 SHAPES = {  # name: (n_train, q, h, p, k, batch, lambda_iso)
     "yinyang": (5000, 10, 30, 20, 100, 1024, 1.0),

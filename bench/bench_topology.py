@@ -19,8 +19,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kaepipe import topology_stage as S
 from kaepipe.config import dataset_config, lambda_tag, load_yaml
+from kaepipe.settings import evaluation_split
+from kaepipe.stages.topology import (
+    run_isometry,
+    run_isometry_original,
+    run_iterate_topology,
+    run_layer_topology,
+    use_threads,
+)
 
 
 def timed(label: str, fn: Callable[[], object]) -> object:
@@ -45,13 +52,13 @@ def main() -> None:
     parser.add_argument("--skip-iterates", action="store_true")
     parser.add_argument("--skip-isometry", action="store_true")
     args = parser.parse_args()
-    threads = S.use_threads(args.threads)
+    threads = use_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads}")
 
     config = load_yaml(args.configfile)
     ds = dataset_config(config, args.dataset)
     res = Path(args.results) / args.dataset
-    reps = str(res / "reps" / f"{S.evaluation_split(ds)}.pt")
+    reps = str(res / "reps" / f"{evaluation_split(ds)}.pt")
     pre = str(res / "reps" / "preprocessing.safetensors")
     lam = lambda_tag(ds["kae"]["main_lambda_iso"])
     kaes = sorted((res / "kae" / f"iso{lam}").glob("seed*/model.safetensors"))
@@ -61,16 +68,16 @@ def main() -> None:
         for precision in args.precision:
             dsp = {**ds, "topology": {**(ds.get("topology") or {}), "precision": precision}}
             timed(f"{args.dataset} layers ({precision})",
-                  lambda: S.run_layer_topology(dsp, reps, pre, out / "l.parquet", out / "lc.parquet", log=quiet))
+                  lambda: run_layer_topology(dsp, reps, pre, out / "l.parquet", out / "lc.parquet", log=quiet))
             if kaes and not args.skip_iterates:
                 timed(f"{args.dataset} iterates of {kaes[0].parent.name} ({precision})",
-                      lambda: S.run_iterate_topology(dsp, str(kaes[0]), reps, pre, out / "i.parquet",
+                      lambda: run_iterate_topology(dsp, str(kaes[0]), reps, pre, out / "i.parquet",
                                                      out / "ic.parquet", log=quiet))
         if kaes and not args.skip_isometry:
             timed(f"{args.dataset} isometry original",
-                  lambda: S.run_isometry_original(ds, reps, pre, out / "o.parquet", log=quiet))
+                  lambda: run_isometry_original(ds, reps, pre, out / "o.parquet", log=quiet))
             timed(f"{args.dataset} isometry of {kaes[0].parent.name}",
-                  lambda: S.run_isometry(ds, [str(kaes[0])], reps, pre, str(out / "o.parquet"), out / "d.parquet",
+                  lambda: run_isometry(ds, [str(kaes[0])], reps, pre, str(out / "o.parquet"), out / "d.parquet",
                                          out / "c.parquet", out / "m.json", log=quiet))
 
 

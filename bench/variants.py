@@ -48,12 +48,14 @@ def train_one(job: dict) -> dict:
     """Train one KAE of one variant and measure its surrogate accuracy (runs in a worker process)."""
     import torch
 
-    from kaepipe.base import load_base_model
     from kaepipe.evaluate import accuracy_report, surrogate_predictions
-    from kaepipe.kae import KAEConfig, KoopmanAutoencoder, fit_kae, kae_train_config, training_pair
+    from kaepipe.nn.checkpoints import load_base_model
+    from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+    from kaepipe.nn.train import configure_torch, fit_kae, kae_train_config, seed_all
     from kaepipe.represent import load_preprocessing, load_reps
-    from kaepipe.train import configure_torch, seed_all
-    from kaepipe.unlearn import EditedKAE, EditProblem, method_settings, observables, operator_matrix, unlearn_settings
+    from kaepipe.settings import method_settings, unlearn_settings
+    from kaepipe.stages.kae import training_pair
+    from kaepipe.unlearn import EditProblem
 
     device = configure_torch(1, job["device"])
     ds, root = job["ds"], Path(job["root"])
@@ -90,10 +92,10 @@ def train_one(job: dict) -> dict:
     for protocol, split in ds["evaluation"].items():
         out[protocol] = macro_and_per_class(model, split)["macro"]
     if job["edit"]:  # the paper's edit (METHOD 8): target-class accuracy after, paper protocol
-        problem = EditProblem(operator_matrix(model), observables(model, x0), data["train"][1])
+        problem = EditProblem(model.operator_matrix(), model.observables(x0), data["train"][1])
         settings = method_settings(unlearn_settings(ds), "paper")
         for c in job["edit"]:
-            edited = EditedKAE(model, problem.edit(c, **settings))
+            edited = model.with_operator(problem.edit(c, **settings))
             out[f"edit{c}"] = macro_and_per_class(edited, ds["evaluation"]["paper"])["per_class"][c]
     print(json.dumps(out), flush=True)
     return out
@@ -101,10 +103,10 @@ def train_one(job: dict) -> dict:
 
 def train_base(job: dict) -> dict:
     """Train one base network of one variant; record its layers and their beta_0 row (worker process)."""
-    from kaepipe.base import run_base_training
-    from kaepipe.represent import run_representations
-    from kaepipe.topology_stage import run_layer_topology
-    from kaepipe.train import configure_torch
+    from kaepipe.nn.train import configure_torch
+    from kaepipe.stages.base import run_base_training
+    from kaepipe.stages.represent import run_representations
+    from kaepipe.stages.topology import run_layer_topology
 
     device = configure_torch(job["threads"], job["device"])
     ds = merged(job["ds"], {"base": job["overrides"]})

@@ -10,9 +10,38 @@ import pandas as pd
 import pytest
 import torch
 
-from kaepipe import figures as F
-from kaepipe import summary as S
-from kaepipe.tables import fmt
+import kaepipe.stages.figures as stage_figures
+from kaepipe.published import published_topology
+from kaepipe.report.figures import (
+    _pyplot,
+    align_to,
+    class_names,
+    editing_figure,
+    isometry_figure,
+    iterate_selection,
+    layer_pcs,
+    layers_figure,
+    palette,
+    path_figure,
+    pca,
+    save_figure,
+    subsample,
+    topology_figure,
+    training_figure,
+)
+from kaepipe.report.summary import (
+    HIDDEN,
+    accuracy_comparison,
+    editing_comparison,
+    parse_markdown_tables,
+    topology_comparison,
+    topology_rows_shown,
+    walltime_table,
+)
+from kaepipe.report.tables import fmt
+from kaepipe.settings import pick_lambdas
+from kaepipe.stages.figures import run_editing_figure, run_layers_figure, run_path_figure
+from kaepipe.stages.summary import run_summary
 
 
 @pytest.fixture
@@ -33,44 +62,44 @@ def _files(tmp_path: Path, name: str) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------------------------------
 
 def test_palette_and_names():
-    assert F.palette(3, "yinyang") == ["#fc9918", "#a779aa", "#4c3191"]
-    assert F.class_names(3, "yinyang") == ["yin", "yang", "dot"]
-    assert len(set(F.palette(10, "mnist"))) == 10 and len(set(F.palette(12, "x"))) == 12
-    assert F.class_names(10, "mnist")[4] == "4"
+    assert palette(3, "yinyang") == ["#fc9918", "#a779aa", "#4c3191"]
+    assert class_names(3, "yinyang") == ["yin", "yang", "dot"]
+    assert len(set(palette(10, "mnist"))) == 10 and len(set(palette(12, "x"))) == 12
+    assert class_names(10, "mnist")[4] == "4"
 
 
 def test_subsample_is_fixed_and_sorted():
-    a, b = F.subsample(5000, 2000), F.subsample(5000, 2000)
+    a, b = subsample(5000, 2000), subsample(5000, 2000)
     assert np.array_equal(a, b) and len(a) == 2000 and np.all(np.diff(a) > 0)
-    assert np.array_equal(F.subsample(300, 2000), np.arange(300))
-    assert not np.array_equal(F.subsample(5000, 2000, seed=1), a)
+    assert np.array_equal(subsample(300, 2000), np.arange(300))
+    assert not np.array_equal(subsample(5000, 2000, seed=1), a)
 
 
 def test_pca_and_procrustes_alignment(blobs):
     x, _ = blobs
-    p = F.pca(x)
+    p = pca(x)
     assert p.shape == (90, 3)
     np.testing.assert_allclose(p.mean(0), 0, atol=1e-10)
     assert np.all(np.diff(p.var(0)) <= 1e-12)  # ordered by variance
     q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
-    np.testing.assert_allclose(F.align_to(p @ q, p), p, atol=1e-8)  # undoes a rotation
-    assert F.pca(x[:, :2]).shape == (90, 3)  # padded when there are fewer features
+    np.testing.assert_allclose(align_to(p @ q, p), p, atol=1e-8)  # undoes a rotation
+    assert pca(x[:, :2]).shape == (90, 3)  # padded when there are fewer features
 
 
 def test_pick_lambdas_and_iterates():
-    assert F.pick_lambdas([1, 0.1, 0.01, 0.001, 0.0001, 0]) == [1.0, 0.001, 0.0]
-    assert F.pick_lambdas([1, 0]) == [1.0, 0.0]
-    assert F.pick_lambdas([0.001]) == [0.001]
-    assert F.pick_lambdas([0.5, 0.2, 0.1, 0.05]) == [0.5, 0.1, 0.05]
-    assert F.iterate_selection(10) == [0, 3, 6, 10]
-    assert F.iterate_selection(100) == [0, 33, 66, 100]
-    assert F.iterate_selection(1) == [0, 1]
+    assert pick_lambdas([1, 0.1, 0.01, 0.001, 0.0001, 0]) == [1.0, 0.001, 0.0]
+    assert pick_lambdas([1, 0]) == [1.0, 0.0]
+    assert pick_lambdas([0.001]) == [0.001]
+    assert pick_lambdas([0.5, 0.2, 0.1, 0.05]) == [0.5, 0.1, 0.05]
+    assert iterate_selection(10) == [0, 3, 6, 10]
+    assert iterate_selection(100) == [0, 33, 66, 100]
+    assert iterate_selection(1) == [0, 1]
 
 
 def test_layer_pcs_are_the_papers_preprocessing(blobs):
     x, _ = blobs
     layers = [x, np.tanh(x), np.tanh(x) * 2 + 1]
-    pcs = F.layer_pcs(layers)
+    pcs = layer_pcs(layers)
     assert [p.shape for p in pcs] == [(90, 3)] * 3
     for p in pcs:
         assert np.linalg.norm(p) == pytest.approx(100.0)
@@ -84,10 +113,10 @@ def test_save_figure_is_deterministic_and_atomic(tmp_path, blobs):
     x, y = blobs
     digests = []
     for name in ("a", "b"):
-        fig = F.layers_figure([F.pca(x), F.pca(x ** 2)], y, F.palette(3, "yinyang"), F.class_names(3, "yinyang"),
+        fig = layers_figure([pca(x), pca(x ** 2)], y, palette(3, "yinyang"), class_names(3, "yinyang"),
                               title="t")
         png, pdf = _files(tmp_path, name)
-        F.save_figure(fig, png, pdf)
+        save_figure(fig, png, pdf)
         digests.append((png.read_bytes(), pdf.read_bytes()))
     assert digests[0] == digests[1]
     png_bytes, pdf_bytes = digests[0]
@@ -98,14 +127,14 @@ def test_save_figure_is_deterministic_and_atomic(tmp_path, blobs):
 
 
 def test_save_figure_failure_leaves_nothing(tmp_path, monkeypatch):
-    fig = F._pyplot().figure()
+    fig = _pyplot().figure()
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(fig, "savefig", broken)
     with pytest.raises(RuntimeError):
-        F.save_figure(fig, tmp_path / "x.png", tmp_path / "x.pdf")
+        save_figure(fig, tmp_path / "x.png", tmp_path / "x.pdf")
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
 
 
@@ -114,9 +143,9 @@ def test_isometry_figure_with_curves(tmp_path, blobs):
     t = np.linspace(0, 3, 20)
     curves = pd.concat([pd.DataFrame({"source": s, "t": t, "beta_0": np.maximum(1, 90 - 30 * t).astype(int),
                                       "beta_1": (t > 1).astype(int)}) for s in ("original", "1", "0")])
-    fig = F.isometry_figure(x, {"1": x * 1.01, "0": x[:, :3] * 5}, y, F.palette(3), F.class_names(3), curves, "iso")
+    fig = isometry_figure(x, {"1": x * 1.01, "0": x[:, :3] * 5}, y, palette(3), class_names(3), curves, "iso")
     assert len(fig.axes) == 3 + 2
-    F.save_figure(fig, *_files(tmp_path, "iso"))
+    save_figure(fig, *_files(tmp_path, "iso"))
     assert (tmp_path / "iso.png").stat().st_size > 1000
 
 
@@ -124,29 +153,29 @@ def test_topology_figure(tmp_path, blobs):
     x, y = blobs
     layers = pd.DataFrame({"layer": range(5), "beta_0": [368, 10, 1, 1, 1]})
     its = pd.DataFrame([{"t": t, "seed": s, "beta_0": 1000 / (t + 1) + s} for t in range(11) for s in (1, 2)])
-    pts = {t: x * (1 + t) for t in F.iterate_selection(10)}
-    fig = F.topology_figure(layers, its, pts, y, F.palette(3), F.class_names(3), published_layers=[368, 10, 1, 1, 1],
+    pts = {t: x * (1 + t) for t in iterate_selection(10)}
+    fig = topology_figure(layers, its, pts, y, palette(3), class_names(3), published_layers=[368, 10, 1, 1, 1],
                             published_iterates=[np.nan] * 11, eps_layers=0.166, eps_iterates=0.14, title="topo")
     assert len(fig.axes) == 2 + 4
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "log"
-    F.save_figure(fig, *_files(tmp_path, "topo"))
+    save_figure(fig, *_files(tmp_path, "topo"))
 
 
 def test_editing_training_and_path_figures(tmp_path, blobs):
     x, y = blobs
-    fig = F.editing_figure(x, x + (y == 1)[:, None] * 3.0, y, 1, F.palette(3), F.class_names(3))
+    fig = editing_figure(x, x + (y == 1)[:, None] * 3.0, y, 1, palette(3), class_names(3))
     assert len(fig.axes) == 2
-    F.save_figure(fig, *_files(tmp_path, "edit"))
+    save_figure(fig, *_files(tmp_path, "edit"))
     curve = pd.DataFrame({"epoch": range(5), "loss": np.linspace(2, 0.1, 5), "acc": np.linspace(0.3, 0.99, 5)})
     losses = pd.DataFrame([{"lambda_iso": lam, "seed": s, "epoch": e, "total": 1 / (e + 1), "recon": 0.5 / (e + 1),
                             "state": 0.3, "latent": 0.1, "iso": np.nan if lam == 0 else 2.0}
                            for lam in (1.0, 0.0) for s in (1, 2) for e in range(5)])
-    F.save_figure(F.training_figure(curve, losses, 1.0), *_files(tmp_path, "train"))
+    save_figure(training_figure(curve, losses, 1.0), *_files(tmp_path, "train"))
     layers = np.stack([x[:4, :2] * (i + 1) for i in range(6)])
     path = np.stack([x[:4, :2] * (1 + t / 20) for t in range(101)])
-    fig = F.path_figure(layers, path, x[:, :2], y, y[:4], F.palette(3), F.class_names(3), "path")
+    fig = path_figure(layers, path, x[:, :2], y, y[:4], palette(3), class_names(3), "path")
     assert len(fig.axes) == 2
-    F.save_figure(fig, *_files(tmp_path, "path"))
+    save_figure(fig, *_files(tmp_path, "path"))
     assert all(p.stat().st_size > 1000 for p in tmp_path.iterdir())
 
 
@@ -158,9 +187,10 @@ def test_editing_training_and_path_figures(tmp_path, blobs):
 def small_stage(tmp_path, blobs):
     """A reps file (3 layers), its preprocessing, a KAE checkpoint and an edited copy, as the pipeline writes them."""
     from kaepipe.io import save_torch
-    from kaepipe.kae import KAEConfig, KoopmanAutoencoder, save_kae
+    from kaepipe.nn.checkpoints import save_kae
+    from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
     from kaepipe.represent import fit_preprocessing, save_preprocessing
-    from kaepipe.unlearn import operator_matrix, save_edited
+    from kaepipe.unlearn import save_edited
 
     x, y = blobs
     layers = np.stack([x, np.tanh(x), np.maximum(x, 0)]).astype(np.float32)
@@ -169,25 +199,25 @@ def small_stage(tmp_path, blobs):
     torch.manual_seed(0)
     kae = KoopmanAutoencoder(KAEConfig(in_features=6, hidden=8, latent=7, k=4))
     save_kae(kae, tmp_path / "kae.safetensors", {"lambda_iso": 1.0, "seed": 21})
-    op = operator_matrix(kae)
+    op = kae.operator_matrix()
     save_edited(kae, {"paper": op * 0.5}, tmp_path / "edited.safetensors")
     return tmp_path, {"name": "toy", "source": "toy", "classes": 3, "evaluation": {"paper": "train"}}
 
 
 def test_run_path_and_layers_figures(small_stage):
     d, ds = small_stage
-    F.run_path_figure(ds, d / "train.pt", d / "pre.safetensors", d / "kae.safetensors", d / "p.png", d / "p.pdf",
+    run_path_figure(ds, d / "train.pt", d / "pre.safetensors", d / "kae.safetensors", d / "p.png", d / "p.pdf",
                       log=lambda *_: None)
-    F.run_layers_figure(ds, d / "train.pt", d / "l.png", d / "l.pdf", log=lambda *_: None)
+    run_layers_figure(ds, d / "train.pt", d / "l.png", d / "l.pdf", log=lambda *_: None)
     assert (d / "p.png").stat().st_size > 0 and (d / "l.pdf").stat().st_size > 0
 
 
 def test_run_editing_figure_uses_the_edited_operator(small_stage, monkeypatch):
     d, ds = small_stage
     seen = {}
-    monkeypatch.setattr(F, "editing_figure", lambda before, after, *a, **k: seen.update(b=before, a=after)
-                        or F._pyplot().figure())
-    F.run_editing_figure(ds, d / "train.pt", d / "pre.safetensors", d / "kae.safetensors", d / "edited.safetensors",
+    monkeypatch.setattr(stage_figures, "editing_figure", lambda before, after, *a, **k: seen.update(b=before, a=after)
+                        or _pyplot().figure())
+    run_editing_figure(ds, d / "train.pt", d / "pre.safetensors", d / "kae.safetensors", d / "edited.safetensors",
                          1, d / "e.png", d / "e.pdf", log=lambda *_: None)
     np.testing.assert_allclose(seen["a"], 0.5 * seen["b"], rtol=1e-5, atol=1e-6)
     assert (d / "e.png").stat().st_size > 0
@@ -209,7 +239,7 @@ def _accuracy_csv() -> pd.DataFrame:
 
 
 def test_accuracy_comparison_against_published():
-    t = S.accuracy_comparison(_accuracy_csv())
+    t = accuracy_comparison(_accuracy_csv())
     assert t.published.tolist() == ["99.31", "98.75 (0.15)", "-"]
     assert t.ours.tolist() == ["99.00", "98.50 (0.25)", "97.00 (0.50)"]
     assert t.difference.iloc[0] == pytest.approx(-0.31) and t.difference.iloc[1] == pytest.approx(-0.25)
@@ -217,18 +247,18 @@ def test_accuracy_comparison_against_published():
 
 
 def test_topology_published_values_and_eps():
-    assert S.published_topology("mnist", "mlp", 0, 0.166) == 368
-    assert S.published_topology("mnist", "kae", 10, 0.14) == 9
+    assert published_topology("mnist", "mlp", 0, 0.166) == 368
+    assert published_topology("mnist", "kae", 10, 0.14) == 9
     # the paper's eps carried to a preprocessing fitted on 10k digits: eps * sqrt(6)
-    assert S.published_topology("mnist", "mlp", 1, 0.4066, n_train=10000) == 10
-    assert math.isnan(S.published_topology("mnist", "mlp", 1, 0.4066))
-    assert math.isnan(S.published_topology("mnist", "mlp", 1, 0.25, n_train=10000))
-    assert math.isnan(S.published_topology("yinyang", "mlp", 0, 0.166))
-    assert math.isnan(S.published_topology("mnist", "mlp", 7, 0.166))
+    assert published_topology("mnist", "mlp", 1, 0.4066, n_train=10000) == 10
+    assert math.isnan(published_topology("mnist", "mlp", 1, 0.4066))
+    assert math.isnan(published_topology("mnist", "mlp", 1, 0.25, n_train=10000))
+    assert math.isnan(published_topology("yinyang", "mlp", 0, 0.166))
+    assert math.isnan(published_topology("mnist", "mlp", 7, 0.166))
     long = pd.DataFrame([{"dataset": "mnist", "source": "kae", "seed": s, "step": t, "eps": 0.14, "betti0": b,
                           "lambda_iso": 0.001, "n": 10000, "metric": "euclidean"}
                          for s, bs in ((1, (8000, 7000)), (2, (9000, 7300))) for t, b in enumerate(bs)])
-    t = S.topology_comparison(long)
+    t = topology_comparison(long)
     assert t.ours.tolist() == ["8500.0 (500.0)", "7150.0 (150.0)"]
     assert t.published.tolist() == ["8633", "7655"]
     assert t.difference.tolist() == [8500 - 8633, 7150 - 7655]
@@ -237,7 +267,7 @@ def test_topology_published_values_and_eps():
 
 def test_topology_rows_shown_keeps_ends():
     df = pd.DataFrame({"dataset": "d", "model": "kae", "lambda_iso": 1.0, "step": range(101), "x": range(101)})
-    shown = S.topology_rows_shown(df)
+    shown = topology_rows_shown(df)
     assert shown.step.tolist() == list(range(0, 101, 10))
 
 
@@ -252,7 +282,7 @@ def test_editing_comparison_reads_the_unlearning_table():
          "n_seeds": 3, "target": "", "target_before_mean": 98.0, "target_before_std": 0.1,
          "target_after_mean": 0.0, "target_after_std": 0.0},
     ])
-    t = S.editing_comparison(editing)
+    t = editing_comparison(editing)
     assert t.published_before.tolist() == ["98.29 (0.08)", "-"]
     assert t.ours_before.iloc[0] == "98.00 (0.10)" and t.ours_after.iloc[0] == "0.00 (0.00)"
     assert t.difference_before.iloc[0] == pytest.approx(98.0 - 98.29)
@@ -265,7 +295,7 @@ def test_walltime_table(tmp_path):
         p.parent.mkdir(exist_ok=True)
         p.write_text(f"s\th:m:s\tmax_rss\n{s}\t0:00:{int(s):02d}\t100\n")
     (tmp_path / "kae" / "broken.tsv").write_text("nothing\n")
-    t = S.walltime_table(sorted(tmp_path.glob("*/*.tsv")))
+    t = walltime_table(sorted(tmp_path.glob("*/*.tsv")))
     assert t.stage.tolist() == ["figures", "kae", "all"]
     assert t.jobs.tolist() == [1, 2, 3] and t.total_s.tolist() == [2.5, 40.0, 42.5]
     assert t.max_s.tolist() == [2.5, 30.0, 30.0]
@@ -279,15 +309,15 @@ def test_run_summary_numbers_match_its_csv(tmp_path):
     outs = {n: {e: str(tmp_path / f"summary_{n}.{e}") for e in ("csv", "md", "tex")}
             for n in ("accuracy", "editing", "walltime")}
     config = {"run": ["yinyang"], "datasets": {"yinyang": {"kae": {"seeds": [1]}}, "mnist": {}}}
-    S.run_summary(config, {"accuracy": str(tmp_path / "accuracy.csv")}, [str(bench)], str(tmp_path / "summary.md"),
+    run_summary(config, {"accuracy": str(tmp_path / "accuracy.csv")}, [str(bench)], str(tmp_path / "summary.md"),
                   outs, ["results/figures/a.png"], log=lambda *_: None)
     md = (tmp_path / "summary.md").read_text()
     assert "## Configuration" in md and "mnist" not in md.split("## Configuration")[1].split("##")[0]
     assert "| torch |" in md and "git commit" in md and "`results/figures/a.png`" in md
-    tables = S.parse_markdown_tables(md)
+    tables = parse_markdown_tables(md)
     acc = pd.read_csv(tmp_path / "summary_accuracy.csv")
     shown = tables[0]
-    assert list(shown.columns) == [c for c in acc.columns if c not in S.HIDDEN]
+    assert list(shown.columns) == [c for c in acc.columns if c not in HIDDEN]
     for col in shown.columns:
         assert shown[col].tolist() == [fmt(v) for v in acc[col]], col
     assert tables[1].total_s.tolist() == ["12.5", "12.5"]

@@ -7,20 +7,10 @@ import pytest
 import torch
 
 from kaepipe.errors import ConfigError, DataError
-from kaepipe.kae import (
-    IsoLoss,
-    KAEConfig,
-    KoopmanAutoencoder,
-    KoopmanOperator,
-    fit_kae,
-    iso_loss,
-    kae_losses,
-    kae_metrics,
-    load_kae,
-    pairwise_distances,
-    save_kae,
-)
-from kaepipe.train import TrainConfig
+from kaepipe.nn.checkpoints import load_kae, save_kae
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder, KoopmanOperator
+from kaepipe.nn.losses import IsoLoss, iso_loss, kae_losses, kae_metrics, pairwise_distances
+from kaepipe.nn.train import TrainConfig, fit_kae
 
 
 def model(parametrization: str = "exponential", k: int = 7) -> KoopmanAutoencoder:
@@ -241,3 +231,90 @@ def test_eigen_kae_with_reference_options_round_trips_through_a_checkpoint(tmp_p
     assert loaded.cfg == cfg and meta["seed"] == 1
     x = torch.randn(5, 10)
     torch.testing.assert_close(loaded(x), m(x), rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model API: phi, O_t = (K^t)^T for any t, the decoded path, edits, the surrogate through a head
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("parametrization", ["exponential", "linear", "eigen"])
+def test_operator_for_any_t_matches_scipy(parametrization):
+    import scipy.linalg
+
+    torch.manual_seed(3)
+    m = KoopmanAutoencoder(KAEConfig(in_features=4, hidden=8, latent=5, k=6, parametrization=parametrization)).double()
+    with torch.no_grad():
+        m.koopman.weight.add_(0.2 * torch.randn(5, 5, dtype=torch.float64))
+    W = m.koopman.weight.detach().numpy()
+    for t in (0, 1, 4, 6, 9):
+        if parametrization == "exponential":
+            K_t = scipy.linalg.expm(W * t / 6)
+        elif parametrization == "linear":
+            K_t = np.linalg.matrix_power(W, t)
+        else:
+            d = m.koopman.rates.detach().numpy()
+            K_t = np.linalg.solve(W, np.exp(d * t / 6)[:, None] * W)
+        np.testing.assert_allclose(m.operator(t).detach().numpy(), K_t.T, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(m.operator_matrix(t), K_t.T, rtol=1e-9, atol=1e-11)
+    x = torch.randn(7, 4, dtype=torch.float64)
+    z = m.encode(x)
+    torch.testing.assert_close(m.advance(z, 4), z @ m.operator(4))
+    torch.testing.assert_close(m(x), m.decode(z @ m.operator()))
+
+
+def test_path_iterates_and_observables_agree():
+    torch.manual_seed(0)
+    m = KoopmanAutoencoder(KAEConfig(in_features=3, hidden=6, latent=4, k=5)).eval()
+    x0 = torch.randn(20, 3)
+    with torch.no_grad():
+        path = m.path(x0)
+        assert path.shape == (6, 20, 3)
+        for t in range(6):
+            torch.testing.assert_close(path[t], m.decode(m.advance(m.encode(x0), t)))
+        torch.testing.assert_close(path[-1], m(x0))
+    its = list(m.iterates(x0.numpy(), batch_size=7))
+    assert [t for t, _ in its] == list(range(6))
+    for t, X in its:
+        assert X.dtype == np.float64
+        np.testing.assert_allclose(X, path[t].double().numpy(), rtol=1e-5, atol=1e-6)
+    Z = m.observables(x0.numpy(), batch_size=6)
+    np.testing.assert_allclose(Z, m.encode(x0).detach().double().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_an_edited_kae_is_the_same_model_with_another_operator():
+    torch.manual_seed(1)
+    m = KoopmanAutoencoder(KAEConfig(in_features=3, hidden=6, latent=4, k=5)).eval()
+    new = np.diag([0.5, -1.0, 2.0, 0.0])
+    e = m.with_operator(new)
+    assert isinstance(e, KoopmanAutoencoder) and e.is_edited and not m.is_edited
+    x = torch.randn(9, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(e(x), m.decode(m.encode(x) @ torch.as_tensor(new, dtype=torch.float32)))
+        assert not torch.allclose(e(x), m(x))
+    np.testing.assert_array_equal(e.operator_matrix(), new)
+    with pytest.raises(ValueError, match="k-step"):
+        e.operator(1)
+    with pytest.raises(DataError, match="shape"):
+        m.with_operator(np.eye(3))
+
+
+def test_surrogate_logits_through_a_head_match_a_hand_computation():
+    from kaepipe.evaluate import NetworkHead, Surrogate
+    from kaepipe.represent import fit_preprocessing
+
+    rng = np.random.default_rng(0)
+    first, last = rng.normal(size=(40, 6)), rng.normal(size=(40, 5))
+    pre = fit_preprocessing([first, last], pca_dim=3)
+    torch.manual_seed(2)
+    m = KoopmanAutoencoder(KAEConfig(in_features=3, hidden=6, latent=4, k=5)).eval()
+    out_layer = torch.nn.Linear(5, 3)
+    s = Surrogate(m, NetworkHead(pre[1], out_layer), batch_size=16)
+    x0 = pre[0].apply(first)
+    with torch.no_grad():
+        xl_hat = m(torch.as_tensor(x0, dtype=torch.float32)).double().numpy()
+        raw = (xl_hat @ pre[1].align.T * pre[1].scale) @ pre[1].directions + pre[1].mean  # invert by hand
+        expect = out_layer(torch.as_tensor(raw, dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(s.logits(x0), expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(s.predict(x0), expect.argmax(1))
+    Y = m.observables(x0) @ m.operator_matrix()
+    np.testing.assert_allclose(s.output_logits(Y), expect, rtol=1e-4, atol=1e-5)

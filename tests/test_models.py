@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kaepipe.models import ResidualBlock, ResMLP, ResMLPConfig, record_layers
+from kaepipe.nn.resmlp import ResidualBlock, ResMLP, ResMLPConfig, record_layers
 
 
 def small(blocks: int = 3) -> ResMLP:

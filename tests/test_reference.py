@@ -16,8 +16,9 @@ from kaepipe.data import yinyang
 from kaepipe.errors import DataError
 from kaepipe.evaluate import accuracy_report, surrogate_predictions
 from kaepipe.io import load_safetensors
-from kaepipe.kae import KAEConfig, KoopmanAutoencoder, kae_losses
-from kaepipe.models import ResMLP, ResMLPConfig, predict, record_layers
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.nn.losses import kae_losses
+from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, predict, record_layers
 from kaepipe.reference import (
     UnsupportedReferenceError,
     evaluate_reference,

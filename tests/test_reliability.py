@@ -49,7 +49,7 @@ def _tiny_reps(tmp_path: Path):
     """A small real Yin-Yang base network, its representations and preprocessing on disk."""
     from kaepipe.data import yinyang
     from kaepipe.io import save_torch
-    from kaepipe.models import ResMLP, ResMLPConfig
+    from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
     from kaepipe.represent import fit_preprocessing, layer_tensors, save_preprocessing
 
     x, y = yinyang(200, 42)
@@ -62,7 +62,7 @@ def _tiny_reps(tmp_path: Path):
 
 
 def test_diverging_kae_names_epoch_and_term_and_writes_no_checkpoint(tmp_path):
-    from kaepipe.kae import run_kae_training
+    from kaepipe.stages.kae import run_kae_training
 
     reps, pre = _tiny_reps(tmp_path)
     ds = {"name": "yinyang", "kae": {"hidden": 8, "latent": 12, "k": 10, "lambda_iso": [1], "main_lambda_iso": 1,
@@ -76,8 +76,8 @@ def test_diverging_kae_names_epoch_and_term_and_writes_no_checkpoint(tmp_path):
 # --- fault: a checkpoint that does not fit the config --------------------------------------------
 
 def test_base_checkpoint_with_other_width_is_refused(tmp_path):
-    from kaepipe.base import load_base_model, save_base_model
-    from kaepipe.models import ResMLP, ResMLPConfig
+    from kaepipe.nn.checkpoints import load_base_model, save_base_model
+    from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
 
     save_base_model(ResMLP(ResMLPConfig(2, 10, 5, 3)), tmp_path / "model.safetensors")
     with pytest.raises(DataError, match=r"model.safetensors: checkpoint does not match the config \(width: checkpoint 10 vs config 12\)"):
@@ -87,8 +87,8 @@ def test_base_checkpoint_with_other_width_is_refused(tmp_path):
 def test_checkpoint_with_wrong_tensor_shape_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from kaepipe.base import load_base_model, save_base_model
-    from kaepipe.models import ResMLP, ResMLPConfig
+    from kaepipe.nn.checkpoints import load_base_model, save_base_model
+    from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
 
     path = tmp_path / "model.safetensors"
     save_base_model(ResMLP(ResMLPConfig(2, 10, 2, 3)), path)
@@ -104,8 +104,8 @@ def test_checkpoint_with_wrong_tensor_shape_is_refused(tmp_path):
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):
-    from kaepipe.base import load_base_model, save_base_model
-    from kaepipe.models import ResMLP, ResMLPConfig
+    from kaepipe.nn.checkpoints import load_base_model, save_base_model
+    from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
 
     path = tmp_path / "model.safetensors"
     save_base_model(ResMLP(ResMLPConfig(2, 10, 2, 3)), path)

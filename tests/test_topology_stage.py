@@ -10,14 +10,25 @@ import pytest
 import torch
 
 from kaepipe import topology as T
-from kaepipe import topology_stage as S
 from kaepipe.data import yinyang
 from kaepipe.errors import ConfigError
 from kaepipe.io import read_parquet, save_torch
-from kaepipe.kae import KAEConfig, KoopmanAutoencoder, fit_kae, kae_train_config, save_kae
-from kaepipe.models import ResMLP, ResMLPConfig, record_layers
+from kaepipe.nn.checkpoints import save_kae
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, record_layers
+from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
+from kaepipe.report.tables import ISOMETRY_METRICS, TABLE_COLUMNS, isometry_markdown, isometry_tables, topology_tables
 from kaepipe.represent import fit_preprocessing, save_preprocessing
-from kaepipe.train import seed_all
+from kaepipe.settings import DEFAULT_EPS, TOPOLOGY_DEFAULTS, topology_settings
+from kaepipe.stages.paths import kae_paths, topology_reps_path
+from kaepipe.stages.topology import (
+    isometry_cloud,
+    run_isometry,
+    run_isometry_original,
+    run_iterate_topology,
+    run_layer_topology,
+)
+from kaepipe.topology import compare_diagrams, subset_indices
 
 N_TEST = 160
 K = 4
@@ -74,31 +85,31 @@ def stage_files(tmp_path_factory):
 
 
 def test_settings_defaults_and_overrides():
-    s = S.topology_settings(yy_ds())
-    assert s["eps_layers"] == S.DEFAULT_EPS["yinyang"]["layers"] and s["metric"] == "euclidean"
+    s = topology_settings(yy_ds())
+    assert s["eps_layers"] == DEFAULT_EPS["yinyang"]["layers"] and s["metric"] == "euclidean"
     assert s["split"] == "test" and s["points"] is None and s["isometry"]["points"] == 2000
-    mn = S.topology_settings({"name": "mnist", "source": "mnist", "evaluation": {"paper": "test", "heldout": "test"}})
+    mn = topology_settings({"name": "mnist", "source": "mnist", "evaluation": {"paper": "test", "heldout": "test"}})
     assert (mn["eps_layers"], mn["eps_iterates"]) == (0.166, 0.14)
-    s = S.topology_settings(yy_ds(protocol="paper", eps_layers=0.3, isometry={"points": 50}))
+    s = topology_settings(yy_ds(protocol="paper", eps_layers=0.3, isometry={"points": 50}))
     assert s["split"] == "train" and s["eps_layers"] == 0.3 and s["eps_iterates"] == 0.25
-    assert s["isometry"]["points"] == 50 and s["isometry"]["max_edges"] == S.DEFAULTS["isometry"]["max_edges"]
+    assert s["isometry"]["points"] == 50 and s["isometry"]["max_edges"] == TOPOLOGY_DEFAULTS["isometry"]["max_edges"]
     with pytest.raises(ConfigError, match="metric"):
-        S.topology_settings(yy_ds(metric="cosine"))
+        topology_settings(yy_ds(metric="cosine"))
     with pytest.raises(ConfigError, match="eps_layers"):
-        S.topology_settings(yy_ds(eps_layers=0))
+        topology_settings(yy_ds(eps_layers=0))
 
 
 def test_subset_indices_and_kae_paths():
-    idx = S.subset_indices(100, 30, seed=3)
+    idx = subset_indices(100, 30, seed=3)
     assert len(idx) == 30 and len(set(idx)) == 30 and np.all(np.diff(idx) > 0)
-    np.testing.assert_array_equal(idx, S.subset_indices(100, 30, seed=3))
-    np.testing.assert_array_equal(S.subset_indices(10, None, 0), np.arange(10))
-    np.testing.assert_array_equal(S.subset_indices(10, 50, 0), np.arange(10))
+    np.testing.assert_array_equal(idx, subset_indices(100, 30, seed=3))
+    np.testing.assert_array_equal(subset_indices(10, None, 0), np.arange(10))
+    np.testing.assert_array_equal(subset_indices(10, 50, 0), np.arange(10))
     cfg = {"datasets": {"a": {"kae": {"lambda_iso": [1, 0.001], "main_lambda_iso": 1, "seeds": [5, 7]}}}}
-    assert S.kae_paths(cfg, ["a"], "{d}/{lam}/{seed}", main_only=True) == ["a/1/5", "a/1/7"]
-    assert S.kae_paths(cfg, ["a"], "{d}/{lam}") == ["a/1", "a/0.001"]
-    assert S.kae_paths(cfg, ["a"], "{d}/{lam}/{seed}", lambda_tags=["0.001"]) == ["a/0.001/5", "a/0.001/7"]
-    assert S.topology_reps_path({"datasets": {"a": {"source": "yinyang", "evaluation": {"paper": "train",
+    assert kae_paths(cfg, ["a"], "{d}/{lam}/{seed}", main_only=True) == ["a/1/5", "a/1/7"]
+    assert kae_paths(cfg, ["a"], "{d}/{lam}") == ["a/1", "a/0.001"]
+    assert kae_paths(cfg, ["a"], "{d}/{lam}/{seed}", lambda_tags=["0.001"]) == ["a/0.001/5", "a/0.001/7"]
+    assert topology_reps_path({"datasets": {"a": {"source": "yinyang", "evaluation": {"paper": "train",
                                                                                          "heldout": "test"}}}},
                                 "a") == "results/a/reps/test.pt"
 
@@ -109,9 +120,9 @@ def test_subset_indices_and_kae_paths():
 
 def test_layer_topology_matches_library_and_curves(stage_files, tmp_path):
     f = stage_files
-    table = S.run_layer_topology(yy_ds(eps_layers=0.5), f["test"], f["pre"], tmp_path / "l.parquet",
+    table = run_layer_topology(yy_ds(eps_layers=0.5), f["test"], f["pre"], tmp_path / "l.parquet",
                                  tmp_path / "c.parquet", log=lambda *_: None)
-    assert list(table.columns) == S.TABLE_COLUMNS
+    assert list(table.columns) == TABLE_COLUMNS
     assert table["step"].tolist() == list(range(4)) and (table["source"] == "mlp").all()
     assert (table["n"] == N_TEST).all() and table["betti0"].between(1, N_TEST).all()
     for layer in range(4):
@@ -129,9 +140,9 @@ def test_layer_topology_matches_library_and_curves(stage_files, tmp_path):
 
 def test_layer_topology_float32_gives_the_same_betti0(stage_files, tmp_path):
     f = stage_files
-    a = S.run_layer_topology(yy_ds(eps_layers=0.5), f["test"], f["pre"], tmp_path / "a.parquet",
+    a = run_layer_topology(yy_ds(eps_layers=0.5), f["test"], f["pre"], tmp_path / "a.parquet",
                              tmp_path / "ac.parquet", log=lambda *_: None)
-    b = S.run_layer_topology(yy_ds(eps_layers=0.5, precision="float32"), f["test"], f["pre"], tmp_path / "b.parquet",
+    b = run_layer_topology(yy_ds(eps_layers=0.5, precision="float32"), f["test"], f["pre"], tmp_path / "b.parquet",
                              tmp_path / "bc.parquet", log=lambda *_: None)
     pd.testing.assert_frame_equal(a, b)
 
@@ -139,10 +150,10 @@ def test_layer_topology_float32_gives_the_same_betti0(stage_files, tmp_path):
 def test_layer_topology_subset_and_knn_metric(stage_files, tmp_path):
     f = stage_files
     ds = yy_ds(points=100, metric="knn_geodesic", k=3, eps_layers=1)
-    table = S.run_layer_topology(ds, f["test"], f["pre"], tmp_path / "l.parquet", tmp_path / "c.parquet",
+    table = run_layer_topology(ds, f["test"], f["pre"], tmp_path / "l.parquet", tmp_path / "c.parquet",
                                  log=lambda *_: None)
     assert (table["n"] == 100).all() and (table["metric"] == "knn_geodesic").all()
-    idx = S.subset_indices(N_TEST, 100, 0)
+    idx = subset_indices(N_TEST, 100, 0)
     X = f["transforms"][2].apply(f["layers"]["test"][2][idx])
     assert table["betti0"][2] == T.knn_components(X, 3)[0]
     curves = read_parquet(tmp_path / "c.parquet")
@@ -151,11 +162,11 @@ def test_layer_topology_subset_and_knn_metric(stage_files, tmp_path):
 
 def test_iterate_topology_path(stage_files, tmp_path):
     f = stage_files
-    table = S.run_iterate_topology(yy_ds(eps_iterates=0.4), str(f["kae"][1.0]), f["test"], f["pre"],
+    table = run_iterate_topology(yy_ds(eps_iterates=0.4), str(f["kae"][1.0]), f["test"], f["pre"],
                                    tmp_path / "i.parquet", tmp_path / "ic.parquet", log=lambda *_: None)
     assert table["step"].tolist() == list(range(K + 1)) and (table["source"] == "kae").all()
     assert (table["seed"] == 21).all() and (table["lambda_iso"] == 1.0).all()
-    from kaepipe.kae import load_kae
+    from kaepipe.nn.checkpoints import load_kae
 
     model, _ = load_kae(f["kae"][1.0])
     x0 = torch.as_tensor(f["transforms"][0].apply(f["layers"]["test"][0]), dtype=torch.float32)
@@ -177,7 +188,7 @@ def test_compare_diagrams_identity_and_truncation():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((80, 3))
     dg = T.persistence_diagrams(X, max_edges=800)
-    metrics, curves = S.compare_diagrams(dg, dg)
+    metrics, curves = compare_diagrams(dg, dg)
     for key in ("bottleneck_h0", "bottleneck_h1", "wasserstein_h0", "wasserstein_h1", "betti0_curve_l1",
                 "betti1_curve_l1"):
         assert metrics[key] == pytest.approx(0.0, abs=1e-12), key
@@ -185,7 +196,7 @@ def test_compare_diagrams_identity_and_truncation():
     # a scaled copy: each diagram at its own threshold (same edge budget), so bars scale with the cloud
     dg2 = T.persistence_diagrams(2 * X, max_edges=800)
     assert dg2.attrs["max_edge_length"] == pytest.approx(2 * dg.attrs["max_edge_length"])
-    metrics, _ = S.compare_diagrams(dg, dg2)
+    metrics, _ = compare_diagrams(dg, dg2)
     assert metrics["common_threshold"] == pytest.approx(dg.attrs["max_edge_length"])
     finite = dg.loc[(dg["dim"] == 0) & np.isfinite(dg["death"]), "death"]
     assert 0 < metrics["bottleneck_h0"] <= finite.max() + 1e-12
@@ -197,13 +208,13 @@ def test_compare_diagrams_identity_and_truncation():
 def test_isometry_stage(stage_files, tmp_path):
     f = stage_files
     ds = yy_ds(isometry={"points": 120, "max_edges": 2000})
-    orig = S.run_isometry_original(ds, f["test"], f["pre"], tmp_path / "orig.parquet", log=lambda *_: None)
+    orig = run_isometry_original(ds, f["test"], f["pre"], tmp_path / "orig.parquet", log=lambda *_: None)
     assert list(orig.columns) == ["dim", "birth", "death"] and set(orig["dim"]) == {0, 1}
     assert (orig["dim"] == 0).sum() == 120  # distinct points: 119 finite H0 bars and one essential
     out = {}
     for lam in (1.0, 0.0):
         d = tmp_path / f"iso{lam:g}"
-        res = S.run_isometry(ds, [str(f["kae"][lam])], f["test"], f["pre"], str(tmp_path / "orig.parquet"),
+        res = run_isometry(ds, [str(f["kae"][lam])], f["test"], f["pre"], str(tmp_path / "orig.parquet"),
                              d / "dg.parquet", d / "curves.parquet", d / "metrics.json", log=lambda *_: None)
         assert len(res) == 1
         out[lam] = res[0]
@@ -215,11 +226,11 @@ def test_isometry_stage(stage_files, tmp_path):
         assert {"t", "beta_0", "beta_1", "cloud", "seed"} <= set(curves.columns)
         assert len(curves) == 2 * 200
     for r in out.values():
-        for m in S.ISOMETRY_METRICS:
+        for m in ISOMETRY_METRICS:
             assert np.isfinite(r[m]) and r[m] >= 0, m
         assert r["points"] == 120 and r["dims"] == {"original": 8, "encoded": 12}
-    X = S.isometry_cloud(ds, f["test"], f["pre"])
-    from kaepipe.kae import load_kae
+    X = isometry_cloud(ds, f["test"], f["pre"])
+    from kaepipe.nn.checkpoints import load_kae
 
     model, _ = load_kae(f["kae"][1.0])
     with torch.no_grad():
@@ -242,8 +253,8 @@ def test_topology_tables_summary_and_published():
     parts = [part("mnist", "mlp", 0, [50, 10, 1, 1, 1], 0.166),
              part("mnist", "kae", 21, [90, 40, 5], 0.14, 0.001), part("mnist", "kae", 53, [80, 20, 3], 0.14, 0.001),
              part("yinyang", "mlp", 0, [7, 3], 0.25)]
-    long, summary = S.topology_tables(parts)
-    assert list(long.columns) == S.TABLE_COLUMNS and len(long) == 5 + 6 + 2
+    long, summary = topology_tables(parts)
+    assert list(long.columns) == TABLE_COLUMNS and len(long) == 5 + 6 + 2
     kae = summary[(summary.source == "kae")].set_index("step")
     assert kae.loc[0, "betti0_mean"] == 85 and kae.loc[1, "betti0_min"] == 20 and kae.loc[2, "betti0_max"] == 5
     assert (kae["n_seeds"] == 2).all()
@@ -251,7 +262,7 @@ def test_topology_tables_summary_and_published():
     mlp = summary[(summary.source == "mlp") & (summary.dataset == "mnist")]
     assert mlp["published"].tolist() == [368, 10, 1, 1, 1]
     assert summary[summary.dataset == "yinyang"]["published"].isna().all()
-    _, other_eps = S.topology_tables([part("mnist", "mlp", 0, [5, 1], 0.4)])
+    _, other_eps = topology_tables([part("mnist", "mlp", 0, [5, 1], 0.4)])
     assert other_eps["published"].isna().all()
 
 
@@ -261,12 +272,12 @@ def test_isometry_tables_mean_population_std_and_trend():
         for seed, d in zip((21, 53), dist):
             r = {"dataset": "yy", "lambda_iso": lam, "seed": seed, "points": 50, "common_threshold": 1.0,
                  "threshold": {"original": 1.0, "encoded": 2.0}}
-            r.update(dict.fromkeys(S.ISOMETRY_METRICS, d))
+            r.update(dict.fromkeys(ISOMETRY_METRICS, d))
             results.append(r)
-    long, table, trend = S.isometry_tables(results)
+    long, table, trend = isometry_tables(results)
     assert len(long) == 6 and len(table) == 3
     row = table[table.lambda_iso == 1.0].iloc[0]
     assert row["distortion_mean"] == pytest.approx(0.2) and row["distortion_std"] == pytest.approx(0.1)  # ddof 0
     assert trend["yy"]["bottleneck_h1"] == pytest.approx(-1.0)
-    md = S.isometry_markdown(table, trend)
+    md = isometry_markdown(table, trend)
     assert "0.2 (0.1)" in md and "Spearman" in md

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from kaepipe.errors import TrainingDivergedError
-from kaepipe.models import ResMLP, ResMLPConfig
-from kaepipe.train import TrainConfig, clip_grad_norm, lr_at, param_groups, seed_all, train_classifier
+from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
+from kaepipe.nn.train import TrainConfig, clip_grad_norm, lr_at, param_groups, seed_all, train_classifier
 
 
 def test_triangular_schedule_peaks_at_20_percent():

@@ -8,26 +8,22 @@ import pytest
 import torch
 
 from kaepipe.errors import ConfigError, DataError
-from kaepipe.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.report.tables import editing_tables, transition
+from kaepipe.settings import unlearn_settings
 from kaepipe.unlearn import (
-    EditedKAE,
     EditProblem,
     before_after,
     class_centroids,
     closed_form_delta,
     edit_operator,
     edit_targets,
-    editing_tables,
     load_edited,
     nearest_indices,
-    observables,
-    operator_matrix,
     paper_edit,
     region_edit,
     save_edited,
-    transition,
     truncate_rank,
-    unlearn_settings,
 )
 
 
@@ -200,17 +196,17 @@ def test_strength_scales_delta_and_rank_truncation():
 def test_operator_and_edited_kae_leave_the_kae_untouched(tmp_path):
     kae = small_kae()
     state = {k: v.clone() for k, v in kae.state_dict().items()}
-    O = operator_matrix(kae)
+    O = kae.operator_matrix()
     assert O.dtype == np.float64
     torch.testing.assert_close(torch.as_tensor(O).float(), kae.koopman.power(5).T, atol=1e-5, rtol=1e-5)
     x = torch.randn(30, 4)
-    same = EditedKAE(kae, O)
+    same = kae.with_operator(O)
     torch.testing.assert_close(same(x), kae(x), atol=1e-5, rtol=1e-5)
-    Z = observables(kae, x.numpy())
+    Z = kae.observables(x.numpy())
     assert Z.dtype == np.float64
     labels = np.arange(30) % 3
     new = paper_edit(O, Z, labels, 1)
-    edited = EditedKAE(kae, new)
+    edited = kae.with_operator(new)
     with torch.no_grad():
         ref = kae.decode(kae.encode(x) @ torch.as_tensor(new, dtype=torch.float32))
     torch.testing.assert_close(edited(x), ref)
@@ -222,7 +218,8 @@ def test_operator_and_edited_kae_leave_the_kae_untouched(tmp_path):
     loaded, meta = load_edited(tmp_path / "e.safetensors", "paper")
     assert meta["target_class"] == 1 and meta["operators"] == ["other", "paper"]
     torch.testing.assert_close(loaded(x), edited(x))
-    np.testing.assert_array_equal(loaded.operator.numpy(), new)  # float64, exactly
+    np.testing.assert_array_equal(loaded.operator_matrix(), new)  # float64, exactly
+    assert loaded.is_edited and not kae.is_edited
     with pytest.raises(DataError, match="no edited operator"):
         load_edited(tmp_path / "e.safetensors", "region")
 

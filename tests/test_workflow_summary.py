@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from kaepipe.summary import HIDDEN, parse_markdown_tables
-from kaepipe.tables import fmt
+from kaepipe.report.summary import HIDDEN, parse_markdown_tables
+from kaepipe.report.tables import fmt
 from tests.conftest import REPO, TINY_CONFIGS, run_snakemake
 
 pytestmark = pytest.mark.slow

@@ -50,9 +50,8 @@ def test_edit_json_records_both_protocols_and_methods(tiny_run):
 
 
 def test_edited_model_reproduces_the_recorded_accuracy(tiny_run):
-    from kaepipe.base import load_base_model
     from kaepipe.evaluate import accuracy_report, surrogate_predictions
-    from kaepipe.kae import load_kae
+    from kaepipe.nn.checkpoints import load_base_model, load_kae
     from kaepipe.represent import load_preprocessing, load_reps
     from kaepipe.unlearn import load_edited
 

@@ -13,14 +13,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kaepipe import __version__
+from kaepipe.config import dataset_config, load_yaml, validate_config
+from kaepipe.data import IDX_SOURCES, make_split, prepare_idx_root
 from kaepipe.errors import KaepipeError
+from kaepipe.io import write_text
+from kaepipe.nn.train import resolve_device
+from kaepipe.reference import evaluate_reference, summarise
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def load_config(path: str | Path) -> dict:
     """Read a kaepipe config and validate it against the schema when the repository's schema is present."""
-    from kaepipe.config import load_yaml, validate_config
 
     config = load_yaml(path)
     if SCHEMA.is_file():
@@ -30,8 +34,6 @@ def load_config(path: str | Path) -> dict:
 
 def build_splits(config: dict, name: str, splits: Sequence[str]) -> dict:
     """The named splits of a configured dataset: Yin-Yang regenerated, IDX data from its (verified) folder."""
-    from kaepipe.config import dataset_config
-    from kaepipe.data import IDX_SOURCES, make_split, prepare_idx_root
 
     ds = dataset_config(config, name)
     root = None
@@ -42,10 +44,6 @@ def build_splits(config: dict, name: str, splits: Sequence[str]) -> dict:
 
 def cmd_evaluate_reference(args: argparse.Namespace) -> int:
     """Accuracy of the authors' released base network and KAEs on a dataset's evaluation splits."""
-    from kaepipe.config import dataset_config
-    from kaepipe.io import write_text
-    from kaepipe.reference import evaluate_reference, summarise
-    from kaepipe.train import resolve_device
 
     config = load_config(args.config)
     if args.mnist_root:

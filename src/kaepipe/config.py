@@ -151,3 +151,8 @@ def config_subset(ds: Mapping, keys: tuple[str, ...], drop: tuple[str, ...] = ()
         if isinstance(out.get(block), dict):
             out[block].pop(key, None)
     return out
+
+
+def dataset_sources(config: Mapping) -> dict[str, str]:
+    """Each configured dataset's data source (its ``source`` key, default its name)."""
+    return {name: (c or {}).get("source", name) for name, c in (config.get("datasets") or {}).items()}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kaepipe.errors import DataError
-from kaepipe.io import atomic_path
+from kaepipe.io import atomic_path, read_parquet, write_parquet
 
 # --------------------------------------------------------------------------------------------
 # Yin-Yang (Kriener et al. 2022)
@@ -310,7 +310,6 @@ def prepare_idx_root(source_name: str, root: str | Path | None, cache_dir: str |
 
 def read_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of a split written by the datasets rule."""
-    from kaepipe.io import read_parquet
 
     df = read_parquet(path, required=["label"])
     try:
@@ -322,7 +321,6 @@ def read_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def write_split(ds: Mapping, split: str, out: str | Path, idx_root: str | Path | None = None,
                 metadata: Mapping | None = None) -> pd.DataFrame:
     """Build one split of a configured dataset and write it to Parquet (features x0.. + label)."""
-    from kaepipe.io import write_parquet
 
     x, y = make_split(ds, split, idx_root)
     df = to_frame(x, y)

@@ -1,8 +1,16 @@
-"""Accuracy: per-class and macro accuracy of predictions."""
+"""Evaluation: per-class and macro accuracy, and the surrogate (a KAE plus the network's head)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import torch
+from torch import nn
+
+from kaepipe.nn.kae import KoopmanAutoencoder
+from kaepipe.nn.resmlp import ResMLP, predict
+from kaepipe.represent import LayerTransform
 
 
 def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -32,44 +40,74 @@ def accuracy_report(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> dic
             "n": len(labels)}
 
 
-def surrogate_predictions(kae, base, pre_first, pre_last, layer0, device=None, batch_size: int = 4096) -> np.ndarray:
-    """Classes predicted through the KAE: L0 -> preprocess -> phi -> K^k -> psi -> undo -> output layer."""
-    import torch
+class NetworkHead:
+    """The rest of a network after its last recorded layer, taking *preprocessed* last-layer points.
 
-    device = device or torch.device("cpu")
-    kae, base = kae.to(device).eval(), base.to(device).eval()
-    z = pre_first.apply(layer0)
-    preds = []
-    with torch.no_grad():
-        for s in range(0, len(z), batch_size):
-            xl_hat = kae(torch.as_tensor(z[s:s + batch_size], dtype=torch.float32, device=device))
-            raw = pre_last.invert(xl_hat.double().cpu().numpy())
-            logits = base.output_layer(torch.as_tensor(raw, dtype=torch.float32, device=device))
-            preds.append(logits.argmax(1).cpu().numpy())
-    return np.concatenate(preds)
+    ``head(x_hat)``: (n, q) float tensor -> (n, classes) logits. It undoes the last layer's fitted
+    preprocessing in float64 (`pre_last.invert`), then runs the network's remainder (for the ResMLP its
+    output layer) in float32 on the input's device.
+    """
+
+    def __init__(self, pre_last: LayerTransform, remainder: nn.Module) -> None:
+        self.pre_last, self.remainder = pre_last, remainder
+
+    @torch.no_grad()
+    def __call__(self, x_hat: torch.Tensor) -> torch.Tensor:
+        raw = self.pre_last.invert(x_hat.double().cpu().numpy())
+        return self.remainder.to(x_hat.device).eval()(torch.as_tensor(raw, dtype=torch.float32, device=x_hat.device))
 
 
-def run_surrogate_accuracy(ds, kae_path: str, base_path: str, preprocessing: str, reps: dict,
-                           out_json: str, device=None, log=print) -> dict:
-    """Per-class and macro surrogate accuracy of one KAE under every evaluation protocol."""
-    from kaepipe.base import base_expectation, load_base_model
-    from kaepipe.io import write_json
-    from kaepipe.kae import kae_expectation, load_kae
-    from kaepipe.represent import load_preprocessing, load_reps
+class Surrogate:
+    """A KAE standing in for the layers between the first and the last recorded one, plus the network's head.
 
-    kae, meta = load_kae(kae_path, kae_expectation(ds["kae"]) if "kae" in ds else None)
-    base = load_base_model(base_path, base_expectation(ds) if "base" in ds else None)
-    last = base.cfg.blocks
-    pre = load_preprocessing(preprocessing, [0, last])
-    splits = {}
-    for split, path in reps.items():
-        layers, labels = load_reps(path)
-        pred = surrogate_predictions(kae, base, pre[0], pre[last], layers[0], device)
-        splits[split] = accuracy_report(pred, labels, ds["classes"])
-    protocols = {p: {"split": s, **splits[s]} for p, s in ds["evaluation"].items()}
-    for p, r in protocols.items():
-        log(f"{p} protocol ({r['split']}): surrogate macro accuracy {r['macro']:.2f}")
-    out = {"dataset": ds["name"], "lambda_iso": meta.get("lambda_iso"), "seed": meta.get("seed"),
-           "splits": splits, "protocols": protocols}
-    write_json(out, out_json)
-    return out
+    ``logits(x0)``: preprocessed first-layer points (n, q) -> head(psi(phi(x0) O_k)), the KAE in its own
+    dtype (float32). ``output_logits(Y)``: from outputs Y = Z O' (n, p) computed outside the KAE
+    (e.g. for many candidate operators without re-encoding) -> head(psi(Y)). Both float64 arrays.
+    """
+
+    def __init__(self, kae: KoopmanAutoencoder, head: Callable[[torch.Tensor], torch.Tensor],
+                 device: torch.device | None = None, batch_size: int = 4096) -> None:
+        self.kae, self.head = kae, head
+        self.device = device or torch.device("cpu")
+        self.batch_size = batch_size
+
+    @classmethod
+    def of_resmlp(cls, kae: KoopmanAutoencoder, base: ResMLP, pre_last: LayerTransform,
+                  device: torch.device | None = None, batch_size: int = 4096) -> Surrogate:
+        """The surrogate of a ResMLP: its head is the output layer."""
+        return cls(kae, NetworkHead(pre_last, base.output_layer), device, batch_size)
+
+    @torch.no_grad()
+    def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], a: np.ndarray | torch.Tensor) -> np.ndarray:
+        kae = self.kae.to(self.device).eval()
+        a = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+        out = [fn(kae, a[s:s + self.batch_size].to(self.device, torch.float32)).double().cpu()
+               for s in range(0, len(a), self.batch_size)]
+        return torch.cat(out).numpy() if out else np.empty((0, 0))
+
+    def logits(self, x0: np.ndarray) -> np.ndarray:
+        """Logits through the whole surrogate for preprocessed first-layer points x0 (n, q)."""
+        return self._batched(lambda kae, x: kae.logits(x, self.head), x0)
+
+    def output_logits(self, Y: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits for KAE outputs Y (n, p) (observables after the k-step operator)."""
+        return self._batched(lambda kae, y: self.head(kae.decode(y)), Y)
+
+    def predict(self, x0: np.ndarray) -> np.ndarray:
+        return self.logits(x0).argmax(1)
+
+    def predict_outputs(self, Y: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self.output_logits(Y).argmax(1)
+
+
+def surrogate_predictions(kae: KoopmanAutoencoder, base: ResMLP, pre_first: LayerTransform, pre_last: LayerTransform,
+                          layer0: np.ndarray, device: torch.device | None = None, batch_size: int = 4096) -> np.ndarray:
+    """Classes predicted through the KAE: L0 -> preprocess -> phi -> O_k -> psi -> undo -> output layer."""
+    return Surrogate.of_resmlp(kae, base, pre_last, device, batch_size).predict(pre_first.apply(layer0))
+
+
+def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, n_classes: int,
+                   device: torch.device) -> dict:
+    """Per-class and macro accuracy of a classifier on one split."""
+    pred = predict(model.to(device), torch.as_tensor(x, device=device)).cpu().numpy()
+    return accuracy_report(pred, y, n_classes)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from kaepipe.errors import DataError
 
@@ -120,7 +121,6 @@ def parquet_metadata(path: PathLike) -> dict[str, Any]:
 
 def save_safetensors(tensors: Mapping[str, Any], path: PathLike, metadata: Mapping[str, Any] | None = None) -> None:
     """Save tensors to safetensors atomically; metadata values are stored as JSON strings."""
-    import torch
     from safetensors.torch import save_file
 
     flat = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)).detach().cpu().contiguous()
@@ -160,7 +160,6 @@ def decode_metadata(meta: Mapping[str, str]) -> dict[str, Any]:
 
 def save_torch(obj: Any, path: PathLike) -> None:
     """Save a torch object (e.g. a dict of tensors) atomically."""
-    import torch
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -168,7 +167,6 @@ def save_torch(obj: Any, path: PathLike) -> None:
 
 def load_torch(path: PathLike) -> Any:
     """Load a torch file saved by `save_torch` (tensors only, no pickled code)."""
-    import torch
 
     path = Path(path)
     if not path.is_file():
@@ -179,24 +177,41 @@ def load_torch(path: PathLike) -> Any:
         raise DataError(f"{path}: not a readable torch file ({exc})") from exc
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _git(*args: str) -> str | None:
+    """Output of a git command run in kaepipe's own source folder, or None (no git, not a checkout)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
 @functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    """kaepipe's own commit and whether its source tree has uncommitted changes.
+
+    Asked of the repository that holds this file (never the working directory's, which may be another
+    project's); for an installed copy outside any checkout, commit "unknown" and dirty None.
+    """
+    top = _git("rev-parse", "--show-toplevel")
+    if top is None or not (PACKAGE_DIR.is_relative_to(Path(top.strip()).resolve())):
+        return {"commit": "unknown", "dirty": None}
+    commit = (_git("rev-parse", "HEAD") or "unknown").strip()
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", str(PACKAGE_DIR.parent.parent))
+    return {"commit": commit, "dirty": None if status is None else bool(status.strip())}
+
+
 def git_commit() -> str:
-    """Return the git commit of the working directory's repository, or 'unknown'."""
-    for where in (Path.cwd(), Path(__file__).resolve().parent):
-        try:
-            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                                 text=True, timeout=10, check=True)
-            return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            continue
-    return "unknown"
+    """kaepipe's own git commit (see `code_version`), or 'unknown'."""
+    return code_version()["commit"]
 
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that determine kaepipe's numbers."""
-    import kaepipe
-
-    versions = {"kaepipe": kaepipe.__version__, "python": platform.python_version(),
+    versions = {"kaepipe": importlib.metadata.version("kaepipe"), "python": platform.python_version(),
                 "numpy": np.__version__, "pandas": pd.__version__}
     for name in ("torch", "gudhi", "scipy", "pyarrow", "snakemake"):
         try:
@@ -209,4 +224,5 @@ def library_versions() -> dict[str, str]:
 def provenance(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a result depends on: the config values, the code version and the library versions."""
     return {"config": to_jsonable(dict(config or {})), "git_commit": git_commit(),
+            "code_dirty": code_version()["dirty"],
             "versions": library_versions()}

@@ -33,8 +33,12 @@ import pandas as pd
 import torch
 
 from kaepipe.errors import DataError, KaepipeError
-from kaepipe.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.models import ResMLP, ResMLPConfig
+from kaepipe.evaluate import accuracy_report, surrogate_predictions
+from kaepipe.io import load_safetensors, save_safetensors
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, predict, record_layers
+from kaepipe.report.tables import cell, mean_std
+from kaepipe.represent import load_preprocessing
 
 BASE_CLASS = "ResMLP"
 KAE_CLASS_EXPONENTIAL = "ExponentialKoopmanAutencoder"  # sic: the reference code's spelling
@@ -169,7 +173,6 @@ def _load_mapped(path: Path, tensors: Mapping[str, torch.Tensor], key_map: Mappi
 
 def load_reference_base(path: str | Path) -> ResMLP:
     """A ResMLP from a reference `resmlp*.safetensors` checkpoint (metadata and shapes checked), in eval mode."""
-    from kaepipe.io import load_safetensors
 
     path = Path(path)
     tensors, meta = load_safetensors(path)
@@ -214,7 +217,6 @@ def reference_base_metadata(model: ResMLP) -> dict[str, str]:
 
 def save_reference_base(model: ResMLP, path: str | Path) -> None:
     """Write a kaepipe ResMLP in the reference format (`resmlp5_yinyang.safetensors` layout)."""
-    from kaepipe.io import save_safetensors
 
     if model.cfg.bn_eps != REFERENCE_BN_EPS:
         raise UnsupportedReferenceError(f"BatchNorm eps {model.cfg.bn_eps}: the reference format assumes "
@@ -244,7 +246,6 @@ def _kae_parametrization(path: Path, meta: Mapping[str, str], names: set[str]) -
 
 def load_reference_kae(path: str | Path) -> KoopmanAutoencoder:
     """A KoopmanAutoencoder from a reference KAE checkpoint (metadata and shapes checked), in eval mode."""
-    from kaepipe.io import load_safetensors
 
     path = Path(path)
     tensors, meta = load_safetensors(path)
@@ -292,7 +293,6 @@ def reference_kae_metadata(model: KoopmanAutoencoder) -> dict[str, str]:
 
 def save_reference_kae(model: KoopmanAutoencoder, path: str | Path) -> None:
     """Write a kaepipe KAE in the reference format (`..._model_seed_{seed}.safetensors` layout)."""
-    from kaepipe.io import save_safetensors
 
     if model.cfg.negative_slope != REFERENCE_LEAKY_SLOPE:
         raise UnsupportedReferenceError(f"LeakyReLU slope {model.cfg.negative_slope}: the reference format "
@@ -312,8 +312,6 @@ def preprocessing_layers(path: str | Path) -> list[int]:
 
 def load_reference_preprocessing(path: str | Path, layers: list[int] | None = None):
     """Reference preprocessing transforms {layer: LayerTransform}; refuses active whitening (wh_alpha != 1)."""
-    from kaepipe.io import load_safetensors
-    from kaepipe.represent import load_preprocessing
 
     path = Path(path)
     tensors, _ = load_safetensors(path)
@@ -434,8 +432,6 @@ def evaluate_reference(folder: str | Path, ds_config: Mapping, splits: Mapping[s
     protocol and KAE seed. The surrogate path: base L0 -> preprocessing of layer 0 -> phi -> K^k -> psi
     -> inverse of the last layer's preprocessing -> base output layer -> argmax.
     """
-    from kaepipe.evaluate import accuracy_report, surrogate_predictions
-    from kaepipe.models import predict, record_layers
 
     device = torch.device(device or "cpu")
     base_path, kaes, pre_map = find_reference_checkpoints(folder)
@@ -496,7 +492,6 @@ def _check_dims(base_path, kae_path, pre_path, base: ResMLP, kae: KoopmanAutoenc
 def summarise(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """Mean and population std (ddof = 0) of `acc` over seeds per dataset, protocol and model, with a
     paper-style `cell` ('98.75 (0.15)'; the MLP's single number without a std)."""
-    from kaepipe.tables import cell, mean_std
 
     keys = [k for k in ("dataset", "protocol", "split", "model") if k in df.columns]
     rows = []

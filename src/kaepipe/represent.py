@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 
 from kaepipe.errors import DataError
-from kaepipe.io import load_safetensors, save_safetensors
+from kaepipe.io import load_safetensors, load_torch, save_safetensors
+from kaepipe.nn.resmlp import record_layers
 
 
 @dataclass
@@ -125,7 +126,6 @@ def reps_frame(layers: Sequence[np.ndarray], labels: np.ndarray, prefix: str = "
 
 def layer_tensors(model, x: np.ndarray, device: torch.device) -> np.ndarray:
     """Representations L0..LB of a frozen network for inputs x, stacked as float32 (layers, n, width)."""
-    from kaepipe.models import record_layers
 
     model = model.to(device).eval()
     layers = record_layers(model, torch.as_tensor(x, device=device))
@@ -134,7 +134,6 @@ def layer_tensors(model, x: np.ndarray, device: torch.device) -> np.ndarray:
 
 def load_reps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Raw layer representations (layers, n, width) and labels from a `.pt` file of the reps rule."""
-    from kaepipe.io import load_torch
 
     obj = load_torch(path)
     if not isinstance(obj, dict) or "layers" not in obj or "labels" not in obj:
@@ -142,27 +141,3 @@ def load_reps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return obj["layers"].numpy(), obj["labels"].numpy()
 
 
-def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dict, out_pt: dict,
-                        out_preprocessing: str, device: torch.device, log=print) -> None:
-    """Record every layer of the frozen base network on each split, write them, and fit the preprocessing."""
-    from kaepipe.base import base_expectation, load_base_model
-    from kaepipe.data import read_split
-    from kaepipe.io import provenance, save_torch, write_parquet
-
-    model = load_base_model(model_path, base_expectation(ds))
-    reps = {}
-    for split, path in split_paths.items():
-        x, y = read_split(path)
-        reps[split] = (layer_tensors(model, x, device), y)
-        log(f"{split}: {reps[split][0].shape[0]} layers x {reps[split][0].shape[1]} samples x "
-            f"{reps[split][0].shape[2]} features")
-    pre = ds.get("preprocess", {})
-    transforms = fit_preprocessing(list(reps["train"][0]), pre.get("pca_dim"), pre.get("frobenius", 100.0))
-    prov = provenance({"dataset": ds["name"], "preprocess": pre, "base": ds["base"]})
-    save_preprocessing(transforms, out_preprocessing, {"dataset": ds["name"], "provenance": prov})
-    for split, (layers, y) in reps.items():
-        save_torch({"layers": torch.from_numpy(layers), "labels": torch.from_numpy(y)}, out_pt[split])
-        write_parquet(reps_frame(list(layers), y), out_parquet[split], {"dataset": ds["name"], "split": split})
-    last = transforms[-1]
-    err = np.abs(last.invert(last.apply(reps["train"][0][-1])) - reps["train"][0][-1]).max()
-    log(f"preprocessing: q = {last.directions.shape[0]}, last-layer inverse max error {err:.2e}")

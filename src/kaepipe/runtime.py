@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kaepipe.nn.train import configure_torch
+
 
 @contextlib.contextmanager
 def rule_context(smk: Any, uses_torch: bool = True) -> Iterator[tuple[logging.Logger, Any]]:
@@ -26,7 +28,6 @@ def rule_context(smk: Any, uses_torch: bool = True) -> Iterator[tuple[logging.Lo
     logger = logging.getLogger(f"kaepipe.{smk.rule}")
     device = None
     if uses_torch:
-        from kaepipe.train import configure_torch
 
         device = configure_torch(smk.threads, smk.config.get("device", "auto"))
     logger.info("rule %s, wildcards %s, %d thread(s), device %s", smk.rule, dict(smk.wildcards),

@@ -35,7 +35,9 @@ exact O(m n) dynamic programme, and of other diagrams gudhi's Hera (relative err
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +46,9 @@ from numpy.typing import ArrayLike
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist, pdist
 
-METRICS = ("euclidean", "knn_geodesic")
+from kaepipe.errors import ConfigError
+from kaepipe.settings import METRICS
+
 DEFAULT_MAX_EDGES = 200_000
 DEFAULT_MAX_DENSE_BYTES = 4 * 2**30
 _BLOCK_BYTES = 64 * 2**20
@@ -815,3 +819,91 @@ def distance_distortion(X: ArrayLike, Y: ArrayLike, block_size: int | None = Non
     if not den > 0:
         raise ValueError("all points of X coincide (||D_X||_F = 0), so the relative distortion is undefined")
     return math.sqrt(num / den)
+
+
+def subset_indices(n: int, points: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed random subset of `points` of n samples (all of them when None or >= n)."""
+    if points is None or points >= n:
+        return np.arange(n)
+    if points < 2:
+        raise ConfigError(f"topology needs at least 2 points, got {points}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=int(points), replace=False))
+
+
+def _betti0_and_steps(X: np.ndarray, eps: float, metric: str, k: int, precision: str = "float64"
+                      ) -> tuple[int, pd.DataFrame]:
+    """beta_0 at eps and the whole curve (eps, betti0) of one point cloud."""
+    n = X.shape[0]
+    if metric == "euclidean":
+        lengths, betti = betti0_mst(X, [eps], precision)
+        return int(betti[0]), betti0_steps(lengths, n)
+    count, _ = knn_components(X, k)
+    # hop metric: nothing is joined below one hop, the kNN graph's components from one hop on
+    steps = pd.DataFrame({"eps": [0.0, 1.0], "betti0": np.array([n, count], dtype=np.int64)})
+    return int(count) if eps >= 1.0 else n, steps
+
+
+def betti0_profile(clouds: Mapping[int, np.ndarray], eps: float, metric: str = "euclidean", k: int = 10,
+                   log: Callable[[str], None] | None = None, label: str = "step", precision: str = "float64"
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """beta_0 at eps of each cloud ({step: points}) and the whole beta_0(eps) curves.
+
+    Returns (table with step, n, eps, betti0; curves with step, eps, betti0). Curves are step
+    functions: one row at eps = 0 and one per distinct MST edge length (see topology.betti0_steps);
+    exact with precision float64, within float32 rounding of the edge lengths with float32 (beta_0
+    at eps itself is exact either way, see topology.betti0_mst).
+    """
+    rows, curves = [], []
+    for step, X in clouds.items():
+        t0 = time.perf_counter()
+        b0, steps = _betti0_and_steps(np.asarray(X, dtype=np.float64), eps, metric, k, precision)
+        rows.append({"step": int(step), "n": len(X), "eps": float(eps), "betti0": int(b0)})
+        curves.append(steps.assign(step=int(step))[["step", "eps", "betti0"]])
+        if log:
+            log(f"{label} {step}: beta_0 = {b0} at eps {eps:g} ({len(X)} points, {X.shape[1]} dims, "
+                f"{time.perf_counter() - t0:.1f} s)")
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
+
+
+def curve_l1(t: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Area between two Betti curves sampled on the grid t (trapezoidal rule)."""
+    return float(np.trapezoid(np.abs(np.asarray(a, float) - np.asarray(b, float)), t))
+
+
+def compare_diagrams(original: pd.DataFrame, encoded: pd.DataFrame, n_values: int = 200,
+                     with_wasserstein: bool = True) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Distances between two Rips diagrams and their Betti curves on a common grid.
+
+    Each diagram is taken at its own Rips threshold (by default the same edge budget for both, so
+    the same share of each filtration; a cloud that phi shrinks or stretches gets a proportionally
+    smaller or larger threshold, and its bars are compared where they are, scale change included).
+    Bottleneck and Wasserstein (order 1, L^inf ground metric) ignore essential bars (classes still
+    alive at the threshold); their counts are reported. Betti curves: n_values filtration values
+    from 0 to the largest finite death of either diagram; the area between the beta_1 curves is
+    taken up to the smaller threshold (``common_threshold``), where both are known.
+    """
+    thr = min(float(original.attrs.get("max_edge_length", math.inf)), float(encoded.attrs.get("max_edge_length", math.inf)))
+    a, b = original, encoded
+    dims = sorted({int(d) for d in a["dim"]} | {int(d) for d in b["dim"]})
+    out: dict[str, Any] = {"common_threshold": thr}
+    for d in dims:
+        out[f"bottleneck_h{d}"] = bottleneck(a, b, d)
+        if with_wasserstein:
+            try:
+                out[f"wasserstein_h{d}"] = wasserstein(a, b, d)
+            except WassersteinUnavailableError:
+                out[f"wasserstein_h{d}"] = float("nan")
+        for name, dg in (("original", a), ("encoded", b)):
+            bars = dg[dg["dim"] == d]
+            out[f"{name}_bars_h{d}"] = len(bars)
+            out[f"{name}_essential_h{d}"] = int(np.isinf(bars["death"]).sum())
+    grid = filtration_grid(a, b, n=n_values)
+    ca = betti_curves(a, grid, dims=dims)
+    cb = betti_curves(b, grid, dims=dims)
+    for d in dims:
+        mask = grid <= thr if d > 0 else np.ones_like(grid, dtype=bool)
+        out[f"betti{d}_curve_l1"] = curve_l1(grid[mask], ca[f"beta_{d}"].to_numpy()[mask],
+                                             cb[f"beta_{d}"].to_numpy()[mask])
+    curves = pd.concat([ca.assign(cloud="original"), cb.assign(cloud="encoded")], ignore_index=True)
+    return out, curves

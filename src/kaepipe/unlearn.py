@@ -1,7 +1,7 @@
 """Class unlearning by editing the Koopman operator (METHOD section 8), its evaluation and its baselines.
 
 Row-vector convention throughout: the k-step operator is O = (K^k)^T, so the outputs of observables
-Z (n x p) are Y = Z O. An edit returns a new p x p matrix O' and never touches the KAE; `EditedKAE`
+Z (n x p) are Y = Z O. An edit returns a new p x p matrix O' and never touches the KAE; `KoopmanAutoencoder.with_operator`
 wraps a KAE with O' in place of its k-step operator and classifies like any other surrogate.
 """
 
@@ -11,43 +11,27 @@ import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from kaepipe.errors import ConfigError, DataError
+from kaepipe.evaluate import Surrogate, per_class_accuracy
+from kaepipe.io import decode_metadata, load_safetensors, save_safetensors
+from kaepipe.nn.checkpoints import model_config, state_dict_for_save
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.nn.resmlp import ResMLP
+from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
+from kaepipe.settings import BASELINES, TARGET_MODES, unlearn_settings
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-METHODS = ("paper", "region")
-TARGET_MODES = ("nearest", "shared", "centroid", "neighbour")
-BASELINES = ("retrain", "finetune")
+    pass
 
 
 # ---------------------------------------------------------------------------------------------
 # The operator and the observables
 # ---------------------------------------------------------------------------------------------
-
-def operator_matrix(kae) -> np.ndarray:
-    """The k-step operator of a KAE in the row-vector convention, O = (K^k)^T, in float64."""
-    op = copy.deepcopy(kae.koopman).double().cpu()
-    with torch.no_grad():
-        return op.power(kae.cfg.k).T.numpy().copy()
-
-
-@torch.no_grad()
-def observables(kae, x0: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """Z = phi(x0) for preprocessed first-layer inputs, as float64 (phi runs in the KAE's own dtype,
-    as in the surrogate path)."""
-    dtype = next(kae.encoder.parameters()).dtype
-    device = next(kae.encoder.parameters()).device
-    x = torch.as_tensor(np.asarray(x0), dtype=dtype)
-    return torch.cat([kae.encode(x[s:s + batch_size].to(device)).cpu()
-                      for s in range(0, len(x), batch_size)]).double().numpy()
-
 
 def _f64(a) -> torch.Tensor:
     """A float64 CPU tensor view of an array or tensor (no copy when it already is one)."""
@@ -295,39 +279,8 @@ def forget_mask(labels: np.ndarray, target_class: int) -> np.ndarray:
 # The edited model
 # ---------------------------------------------------------------------------------------------
 
-class EditedKAE(nn.Module):
-    """A KAE whose k-step operator is replaced by O' (row convention): x0 -> psi(phi(x0) O')."""
-
-    def __init__(self, kae, operator: np.ndarray | torch.Tensor) -> None:
-        super().__init__()
-        self.kae = kae
-        op = torch.as_tensor(np.asarray(operator), dtype=torch.float64)  # kept exact; cast per call
-        p = kae.cfg.latent
-        if op.shape != (p, p):
-            raise DataError(f"edited operator has shape {tuple(op.shape)}, expected ({p}, {p})")
-        self.register_buffer("operator", op.clone())
-        self.cfg = kae.cfg
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.kae.encode(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.kae.decode(z)
-
-    def advance(self, z: torch.Tensor, t: int | None = None) -> torch.Tensor:
-        """The edited k-step map z -> z O'; only t = k is defined (the edit replaces K^k, not K)."""
-        if t is not None and t != self.cfg.k:
-            raise ValueError(f"an edited KAE only defines the k-step operator (t = {self.cfg.k}), got t = {t}")
-        return z @ self.operator.to(z.dtype)
-
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.advance(self.encode(x0)))
-
-
 def save_edited(kae, operators: Mapping[str, np.ndarray], path: str | Path, extra: Mapping | None = None) -> None:
     """Save a KAE with one or more edited k-step operators (float64, tensors `edited_operator.<name>`)."""
-    from kaepipe.io import save_safetensors
-    from kaepipe.models import state_dict_for_save
 
     tensors = {f"kae.{k}": v for k, v in state_dict_for_save(kae).items()}
     for name, op in operators.items():
@@ -338,10 +291,8 @@ def save_edited(kae, operators: Mapping[str, np.ndarray], path: str | Path, extr
     save_safetensors(tensors, path, meta)
 
 
-def load_edited(path: str | Path, name: str) -> tuple[EditedKAE, dict]:
+def load_edited(path: str | Path, name: str) -> tuple[KoopmanAutoencoder, dict]:
     """Load one edited model saved by `save_edited` and the file's metadata."""
-    from kaepipe.io import decode_metadata, load_safetensors
-    from kaepipe.kae import KAEConfig, KoopmanAutoencoder
 
     tensors, raw = load_safetensors(path)
     meta = decode_metadata(raw)
@@ -352,7 +303,7 @@ def load_edited(path: str | Path, name: str) -> tuple[EditedKAE, dict]:
         raise DataError(f"{path}: no edited operator '{name}'; it holds {meta.get('operators')}")
     kae = KoopmanAutoencoder(KAEConfig(**meta["architecture"]))
     kae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("kae.")})
-    return EditedKAE(kae.eval(), tensors[key].numpy()).eval(), meta
+    return kae.eval().with_operator(tensors[key].numpy()).eval(), meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,36 +326,8 @@ def before_after(before: Mapping, after: Mapping, target_class: int) -> dict:
             "retained_before": b["retained"], "retained_after": a["retained"]}
 
 
-class SurrogateHead:
-    """The surrogate after the operator: outputs Y -> psi -> undo the last layer's preprocessing -> output layer.
-
-    The same arithmetic as `kaepipe.evaluate.surrogate_predictions` after K^k, for outputs computed
-    outside the KAE (e.g. Z O' for many candidate operators without re-encoding).
-    """
-
-    def __init__(self, kae, base, pre_last, device: torch.device | None = None, batch_size: int = 4096) -> None:
-        self.kae, self.base, self.pre_last = kae, base, pre_last
-        self.device = device or torch.device("cpu")
-        self.batch_size = batch_size
-
-    @torch.no_grad()
-    def logits(self, Y) -> np.ndarray:
-        """Logits of the base network's output layer for outputs Y (n x p)."""
-        kae, base = self.kae.to(self.device).eval(), self.base.to(self.device).eval()
-        Y = _f64(Y)
-        out = []
-        for s in range(0, len(Y), self.batch_size):
-            xl_hat = kae.decode(Y[s:s + self.batch_size].to(self.device, torch.float32))
-            raw = self.pre_last.invert(xl_hat.double().cpu().numpy())
-            out.append(base.output_layer(torch.as_tensor(raw, dtype=torch.float32, device=self.device)).double().cpu())
-        return torch.cat(out).numpy() if out else np.empty((0, base.cfg.classes))
-
-    def predict(self, Y) -> np.ndarray:
-        return self.logits(Y).argmax(1)
-
-
 def edit_diagnostics(O, O_new, Z, labels: np.ndarray, target_class: int, targets: str,
-                     head: SurrogateHead | None = None) -> dict:
+                     head: Surrogate | None = None) -> dict:
     """Why an edit works or not (training set): how far the forgotten outputs moved toward their targets,
     the targets' own classes and margins, where the forgotten samples went, and the rank of Delta."""
     O, O_new, Z = _f64(O), _f64(O_new), _f64(Z)
@@ -431,10 +354,10 @@ def edit_diagnostics(O, O_new, Z, labels: np.ndarray, target_class: int, targets
         "targets_distinct": len(torch.unique(pick)),  # how many different points the targets are
     }
     if head is not None:
-        lt = head.logits(T)
+        lt = head.output_logits(T)
         pt = lt.argmax(1)
         gap = lt[np.arange(len(lt)), pt] - lt[:, target_class]
-        after = head.predict(H @ O_new)
+        after = head.predict_outputs(H @ O_new)
         n_classes = lt.shape[1]
         out.update({
             "targets_classified_target": float(100.0 * (pt == target_class).mean()),
@@ -450,7 +373,6 @@ def edit_diagnostics(O, O_new, Z, labels: np.ndarray, target_class: int, targets
 
 def baseline_train_config(ds: Mapping, kind: str):
     """Training settings of a baseline: the base network's for `retrain`, the short run for `finetune`."""
-    from kaepipe.train import TrainConfig
 
     base = dict(ds["base"])
     if kind == "retrain":
@@ -466,9 +388,6 @@ def unlearn_baseline(ds: Mapping, kind: str, target_class: int, base_model, x_tr
                      y_train: np.ndarray, device: torch.device, log: Callable[[str], None] = print):
     """Train the baseline network without the target class; return it and its training time: wall
     seconds and CPU seconds of this thread (meaningful on the CPU with one torch thread)."""
-    from kaepipe.base import model_config
-    from kaepipe.models import ResMLP
-    from kaepipe.train import seed_all, train_classifier
 
     cfg = baseline_train_config(ds, kind)
     keep = np.asarray(y_train) != target_class
@@ -491,345 +410,24 @@ def unlearn_baseline(ds: Mapping, kind: str, target_class: int, base_model, x_tr
     return model.eval(), {"seconds": time.perf_counter() - t0, "cpu_seconds": time.thread_time() - c0}
 
 
-def run_unlearn_baseline(ds: Mapping, kind: str, target_class: int, split_paths: Mapping[str, str],
-                         base_path: str, out_json: str, out_model: str, device: torch.device,
-                         log: Callable[[str], None] = print) -> dict:
-    """One baseline for one target class: per-class accuracy of the base network before and after."""
-    from kaepipe.base import base_expectation, evaluate_model, load_base_model, save_base_model
-    from kaepipe.data import read_split
-    from kaepipe.io import provenance, write_json
-
-    check_target(ds, target_class)
-    splits = {s: read_split(p) for s, p in split_paths.items()}
-    base = load_base_model(base_path, base_expectation(ds))
-    before = {s: evaluate_model(base, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
-    model, timing = unlearn_baseline(ds, kind, target_class, base, *splits["train"], device, log)
-    after = {s: evaluate_model(model, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
-    protocols = {p: {"split": s, **before_after(before[s], after[s], target_class)}
-                 for p, s in ds["evaluation"].items()}
-    for p, r in protocols.items():
-        log(f"{kind}, class {target_class}, {p} protocol: target {r['target_before']:.2f} -> {r['target_after']:.2f}, "
-            f"retained {r['retained_before']:.2f} -> {r['retained_after']:.2f}")
-    cfg = baseline_train_config(ds, kind)
-    prov = provenance({"dataset": ds["name"], "base": ds["base"], "unlearn": unlearn_settings(ds)})
-    out = {"dataset": ds["name"], "method": kind, "target_class": target_class, "seconds": timing["seconds"],
-           "cpu_seconds": timing["cpu_seconds"],
-           "train": cfg.to_dict(), "device": str(device), "protocols": protocols, "provenance": prov}
-    save_base_model(model.cpu(), out_model, {"dataset": ds["name"], "unlearning_baseline": kind,
-                                             "target_class": target_class, "train": cfg.to_dict(), "provenance": prov})
-    write_json(out, out_json)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------
-
-DEFAULTS: dict[str, Any] = {
-    "target_classes": [],
-    "methods": ["paper"],
-    "targets": "nearest",
-    "reg": 0.1,
-    "region": {"targets": "centroid", "reg": 0.3, "strength": 1.0},
-    "timing_repeats": 5,
-    "study": None,  # {targets: [...], reg: [...], strength: [...], rank: [...], points: n}
-    "baselines": {"run": list(BASELINES), "finetune_epochs": 5, "finetune_lr": None, "finetune_schedule": "constant"},
-}
-
-
-def unlearn_settings(ds: Mapping) -> dict:
-    """The dataset's `unlearn` block over the defaults (finetune_lr null = the base network's lr)."""
-    from kaepipe.config import merged
-
-    out = merged(DEFAULTS, ds.get("unlearn") or {})
-    if out["baselines"]["finetune_lr"] is None:
-        out["baselines"]["finetune_lr"] = ds["base"]["lr"]
-    return out
-
-
-def check_target(ds: Mapping, target_class: int) -> None:
-    """Raise ConfigError when a target class is not one of the dataset's classes."""
-    if not 0 <= int(target_class) < int(ds["classes"]):
-        raise ConfigError(f"config key 'datasets.{ds.get('name')}.unlearn.target_classes': class {target_class} "
-                          f"is not a class of a dataset with {ds['classes']} classes (0..{ds['classes'] - 1})")
 
 
 # ---------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------
 
-# METHOD section 8: the paper's editing table (target class, before -> after, mean (std) over 5 seeds).
-PUBLISHED = {
-    ("yinyang", 0): "98.78 (1.18) -> 85.01 (1.90)",
-    ("yinyang", 1): "98.27 (0.21) -> 78.88 (8.53)",
-    ("yinyang", 2): "99.97 (0.05) -> 62.52 (1.35)",
-    ("mnist", 1): "99.23 (0.04) -> 0.0 (0.0)",
-    ("mnist", 4): "98.29 (0.08) -> 0.0 (0.0)",
-    ("mnist", 7): "98.01 (0.18) -> 0.0 (0.0)",
-}
-
-
-def transition(before: Sequence[float], after: Sequence[float], digits: int = 2) -> str:
-    """'98.78 (1.18) -> 85.01 (1.90)': mean (population std) before and after."""
-    from kaepipe.tables import cell, mean_std
-
-    return f"{cell(*mean_std(before), digits)} -> {cell(*mean_std(after), digits)}"
-
-
-def editing_tables(edits: Sequence[Mapping], sources: Mapping[str, str]):
-    """The editing table (one row per dataset, protocol, method and target class) and its per-class table."""
-    import pandas as pd
-
-    from kaepipe.tables import mean_std
-
-    groups: dict[tuple, list[tuple[Mapping, Mapping]]] = {}
-    for e in edits:
-        for method, m in e["methods"].items():
-            for protocol, r in m["protocols"].items():
-                key = (e["dataset"], protocol, r["split"], method, int(e["target_class"]))
-                groups.setdefault(key, []).append((m, r))
-    rows, per_class = [], []
-    for (dataset, protocol, split, method, target), items in sorted(groups.items()):
-        ms, rs = [m for m, _ in items], [r for _, r in items]
-        col = {k: [r[k] for r in rs] for k in ("target_before", "target_after", "retained_before", "retained_after")}
-        secs = [m["edit_seconds"] for m in ms]
-        row = {"dataset": dataset, "protocol": protocol, "split": split, "method": method, "target_class": target,
-               "n_seeds": len(rs),
-               "target": transition(col["target_before"], col["target_after"]),
-               "retained": transition(col["retained_before"], col["retained_after"]),
-               "edit_seconds": round(mean_std(secs)[0], 6),
-               "published": (PUBLISHED.get((sources.get(dataset, dataset), target), "")
-                             if method == "paper" and protocol == "paper" else "")}
-        for k, v in col.items():
-            row[f"{k}_mean"], row[f"{k}_std"] = (round(x, 6) for x in mean_std(v))
-        row["edit_cpu_seconds"] = round(mean_std([m.get("edit_cpu_seconds", np.nan) for m in ms])[0], 6)
-        row["prepare_seconds"] = round(mean_std([m["prepare_seconds"] for m in ms])[0], 6)
-        row["settings"] = ms[0]["settings_text"]
-        rows.append(row)
-        n_classes = len(rs[0]["per_class_before"])
-        for c in range(n_classes):
-            b = [r["per_class_before"][c] for r in rs]
-            a = [r["per_class_after"][c] for r in rs]
-            if any(v is None for v in a + b):
-                continue
-            per_class.append({"dataset": dataset, "protocol": protocol, "split": split, "method": method,
-                              "target_class": target, "class": c, "is_target": c == target, "n_seeds": len(rs),
-                              "cell": transition(b, a),
-                              **dict(zip(("before_mean", "before_std"), mean_std(b))),
-                              **dict(zip(("after_mean", "after_std"), mean_std(a)))})
-    return pd.DataFrame(rows), pd.DataFrame(per_class)
-
-
-def ratio(num: float, den: float) -> float:
-    """num / den rounded to 0.1, NaN when either is missing or den is not positive."""
-    num, den = float(num), float(den)
-    return round(num / den, 1) if np.isfinite(num) and np.isfinite(den) and den > 0 else float("nan")
-
-
-def baseline_table(baselines: Sequence[Mapping], editing) -> pd.DataFrame:
-    """Baselines and edits side by side per dataset, protocol and target class, with the edits' speed-ups."""
-    import pandas as pd
-
-    rows = []
-    for b in baselines:
-        for protocol, r in b["protocols"].items():
-            rows.append({"dataset": b["dataset"], "protocol": protocol, "split": r["split"],
-                         "method": b["method"], "target_class": int(b["target_class"]), "n_seeds": 1,
-                         "target": transition([r["target_before"]], [r["target_after"]]),
-                         "retained": transition([r["retained_before"]], [r["retained_after"]]),
-                         "seconds": round(b["seconds"], 6), "cpu_seconds": round(b.get("cpu_seconds", np.nan), 6)})
-    base_df = pd.DataFrame(rows)
-    for e in editing.itertuples(index=False):
-        row = {"dataset": e.dataset, "protocol": e.protocol, "split": e.split, "method": f"edit:{e.method}",
-               "target_class": e.target_class, "n_seeds": e.n_seeds, "target": e.target, "retained": e.retained,
-               "seconds": e.edit_seconds, "cpu_seconds": e.edit_cpu_seconds, "prepare_seconds": e.prepare_seconds}
-        for kind in BASELINES:
-            match = base_df[(base_df.dataset == e.dataset) & (base_df.protocol == e.protocol)
-                            & (base_df.target_class == e.target_class) & (base_df.method == kind)] \
-                if len(base_df) else base_df
-            ok = len(match) > 0
-            row[f"speedup_vs_{kind}"] = ratio(match.seconds.iloc[0] if ok else np.nan, e.edit_seconds)
-            row[f"speedup_vs_{kind}_cpu"] = ratio(match.cpu_seconds.iloc[0] if ok else np.nan, e.edit_cpu_seconds)
-            row[f"speedup_vs_{kind}_with_prepare"] = ratio(match.seconds.iloc[0] if ok else np.nan,
-                                                          e.edit_seconds + e.prepare_seconds)
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    order = {m: i for i, m in enumerate(BASELINES)}
-    out["_o"] = [order.get(m, len(order)) for m in out.method]
-    out = out.sort_values(["dataset", "protocol", "target_class", "_o", "method"], kind="mergesort")
-    return out.drop(columns="_o").reset_index(drop=True)
-
-
-def study_table(frames: Sequence) -> pd.DataFrame:
-    """Mean (population std) over seeds of every study setting, with the retained classes' loss and
-    whether the setting meets the goal (target <= 5 %, retained loss <= 1 point, both on average)."""
-    import pandas as pd
-
-    if not frames:
-        return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
-    df["retained_loss"] = df["retained_before"] - df["retained_after"]
-    keys = ["dataset", "protocol", "split", "target_class", "targets", "reg", "strength", "rank"]
-    agg = df.groupby(keys, sort=True).agg(
-        n_seeds=("seed", "nunique"), target_before=("target_before", "mean"),
-        target_after_mean=("target_after", "mean"), target_after_std=("target_after", lambda v: v.std(ddof=0)),
-        retained_before=("retained_before", "mean"), retained_after_mean=("retained_after", "mean"),
-        retained_after_std=("retained_after", lambda v: v.std(ddof=0)),
-        retained_loss_mean=("retained_loss", "mean"), retained_loss_max=("retained_loss", "max"),
-        target_after_max=("target_after", "max")).reset_index()
-    agg["meets_goal"] = (agg.target_after_mean <= 5.0) & (agg.retained_loss_mean <= 1.0)
-    num = agg.select_dtypes("float").columns
-    agg[num] = agg[num].round(4)
-    return agg
-
-
-def run_unlearn_tables(config: Mapping, edit_paths: Sequence[str], baseline_paths: Sequence[str],
-                       out: Mapping[str, str], study_paths: Sequence[str] = ()):
-    """Aggregate every edit and baseline into the editing, per-class and baseline tables (and the study)."""
-    from kaepipe.io import provenance, read_json, read_parquet
-    from kaepipe.tables import write_table
-
-    edits = [read_json(p) for p in edit_paths]
-    baselines = [read_json(p) for p in baseline_paths]
-    datasets = sorted({e["dataset"] for e in edits} | {b["dataset"] for b in baselines})
-    sources = {d: config["datasets"][d]["source"] for d in datasets}
-    editing, per_class = editing_tables(edits, sources)
-    table = baseline_table(baselines, editing)
-    prov = provenance({"datasets": {d: {"unlearn": config["datasets"][d].get("unlearn"),
-                                        "kae": config["datasets"][d]["kae"]} for d in datasets}})
-    write_table(editing, out["editing"], out["editing_md"], out["editing_tex"],
-                "Class unlearning by editing the KAE's k-step operator: surrogate accuracy (%) of the target class "
-                "and mean of the retained classes, before -> after, mean (population std) over KAE seeds.", prov)
-    write_table(per_class, out["per_class"], provenance=prov)
-    try:
-        study_out = out["study"]
-    except (KeyError, IndexError, AttributeError):
-        study_out = None
-    if study_out:
-        write_table(study_table([read_parquet(p) for p in study_paths]), study_out, provenance=prov)
-    write_table(table, out["baselines"], out["baselines_md"], out["baselines_tex"],
-                "Unlearning baselines on the base network (retrain without the class, fine-tune on the retained "
-                "classes) against the edits; seconds of wall time and the edits' speed-ups.", prov)
-    return editing, table
-
-
-def method_settings(u: Mapping, method: str) -> dict:
-    """Targets, reg and strength of an edit method from the (merged) unlearn settings."""
-    if method == "paper":
-        return {"targets": u["targets"], "reg": float(u["reg"]), "strength": 1.0}
-    if method == "region":
-        r = u["region"]
-        return {"targets": r["targets"], "reg": float(r["reg"]), "strength": float(r["strength"])}
-    raise ConfigError(f"unknown unlearning method '{method}'; expected one of {list(METHODS)}")
-
-
-def settings_text(settings: Mapping) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
-
-
-def timed_edit(problem: EditProblem, target_class: int, settings: Mapping, repeats: int = 5,
-               min_total: float = 0.2, max_repeats: int = 50) -> tuple[np.ndarray, dict]:
-    """Run an edit at least `repeats` times (more, up to `max_repeats`, until `min_total` seconds have
-    passed); return O' and its timing: median and fastest wall time, median CPU time of this thread.
-
-    The time covers everything specific to the target class (forget set, targets, H^T H, the solve),
-    not the per-KAE preparation (`EditProblem`: observables, Y, Gram, centroids), which is timed apart.
-    On a shared machine the median wall time includes other processes' load, like a baseline's single
-    run does; the CPU time does not.
-    """
-    problem.edit(target_class, **settings)  # warm-up, untimed: first-call library initialisation
-    walls, cpus, O_new = [], [], None
-    while len(walls) < max(1, repeats) or (sum(walls) < min_total and len(walls) < max_repeats):
-        t0, c0 = time.perf_counter(), time.thread_time()
-        O_new = problem.edit(target_class, **settings)
-        cpus.append(time.thread_time() - c0)
-        walls.append(time.perf_counter() - t0)
-    return O_new, {"seconds": float(np.median(walls)), "seconds_min": float(min(walls)),
-                   "cpu_seconds": float(np.median(cpus)), "repeats": len(walls)}
-
 
 # ---------------------------------------------------------------------------------------------
 # Stage entry point: one edit
 # ---------------------------------------------------------------------------------------------
 
-def run_unlearn_edit(ds: Mapping, target_class: int, kae_path: str, base_path: str, preprocessing: str,
-                     reps: Mapping[str, str], out_json: str, out_model: str, device: torch.device | None = None,
-                     log: Callable[[str], None] = print) -> dict:
-    """Edit one KAE to forget one class with every configured method; surrogate accuracy before and after."""
-    from kaepipe.base import base_expectation, load_base_model
-    from kaepipe.evaluate import accuracy_report, surrogate_predictions
-    from kaepipe.io import provenance, write_json
-    from kaepipe.kae import kae_expectation, load_kae
-    from kaepipe.represent import load_preprocessing, load_reps
-
-    check_target(ds, target_class)
-    u = unlearn_settings(ds)
-    device = device or torch.device("cpu")
-    kae, meta = load_kae(kae_path, kae_expectation(ds["kae"]))
-    base = load_base_model(base_path, base_expectation(ds))
-    last = base.cfg.blocks
-    pre = load_preprocessing(preprocessing, [0, last])
-    needed = {"train", *ds["evaluation"].values()}  # the edit is fitted on train; protocols read their split
-    data = {s: load_reps(p) for s, p in reps.items() if s in needed}
-    layers_train, labels = data["train"]
-    n_classes = ds["classes"]
-
-    import scipy.spatial  # noqa: F401  (imported before any timing)
-
-    t0 = time.perf_counter()
-    Z = observables(kae, pre[0].apply(layers_train[0]))
-    O = operator_matrix(kae)
-    problem = EditProblem(O, Z, labels)
-    prepare_seconds = time.perf_counter() - t0  # per KAE: observables, operator, Y and the Gram
-    log(f"{ds['name']}: forgetting class {target_class} from KAE {kae_path} (lambda_iso {meta.get('lambda_iso')}, "
-        f"seed {meta.get('seed')}): {int((labels == target_class).sum())} of {len(labels)} training samples, "
-        f"p = {O.shape[0]}; observables, operator and Gram (once per KAE) in {prepare_seconds:.3f}s")
-
-    def reports(model) -> dict:
-        return {s: accuracy_report(surrogate_predictions(model, base, pre[0], pre[last], L[0], device), y, n_classes)
-                for s, (L, y) in data.items() if s in ds["evaluation"].values()}
-
-    before = reports(kae)
-    head = SurrogateHead(kae, base, pre[last], device)
-    methods, operators = {}, {}
-    for method in u["methods"]:
-        settings = method_settings(u, method)
-        O_new, timing = timed_edit(problem, target_class, settings, u["timing_repeats"])
-        seconds = timing["seconds"]
-        operators[method] = O_new
-        after = reports(EditedKAE(kae, O_new))
-        protocols = {p: {"split": s, **before_after(before[s], after[s], target_class)}
-                     for p, s in ds["evaluation"].items()}
-        diag = edit_diagnostics(O, O_new, Z, labels, target_class, settings["targets"], head)
-        methods[method] = {"settings": settings, "settings_text": settings_text(settings), "edit_seconds": seconds,
-                           "edit_cpu_seconds": timing["cpu_seconds"], "edit_seconds_min": timing["seconds_min"],
-                           "timing_repeats": timing["repeats"], "prepare_seconds": prepare_seconds,
-                           "protocols": protocols, "diagnostics": diag}
-        for p, r in protocols.items():
-            log(f"{method} ({settings_text(settings)}), {p} protocol ({r['split']}): target "
-                f"{r['target_before']:.2f} -> {r['target_after']:.2f}, retained {r['retained_before']:.2f} -> "
-                f"{r['retained_after']:.2f}; edit {seconds * 1e3:.1f} ms")
-        log(f"{method} diagnostics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                  for k, v in diag.items() if k != "delta_singular_values"))
-    prov = provenance({"dataset": ds["name"], "unlearn": u, "kae": ds["kae"], "target_class": target_class})
-    extra = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": meta.get("lambda_iso"),
-             "seed": meta.get("seed"), "source_kae": str(kae_path),
-             "settings": {m: methods[m]["settings"] for m in methods}, "provenance": prov}
-    save_edited(kae, operators, out_model, extra)
-    out = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": meta.get("lambda_iso"),
-           "seed": meta.get("seed"), "n_forget": int((labels == target_class).sum()), "n_train": len(labels),
-           "latent": int(O.shape[0]), "device": str(device), "methods": methods, "provenance": prov}
-    write_json(out, out_json)
-    return out
-
 
 # ---------------------------------------------------------------------------------------------
 # Stage entry point: the trade-off study (targets x reg x strength x rank of the edit)
 # ---------------------------------------------------------------------------------------------
-
-STUDY_DEFAULTS: dict[str, Any] = {"targets": ["nearest", "shared", "centroid", "neighbour"],
-                                  "reg": [0.01, 0.1, 0.3, 1.0, 3.0, 10.0], "strength": [1.0, 2.0],
-                                  "rank": [None], "points": None, "seed": 0}
 
 
 def truncate_rank(delta: torch.Tensor, rank: int | None) -> torch.Tensor:
@@ -840,11 +438,10 @@ def truncate_rank(delta: torch.Tensor, rank: int | None) -> torch.Tensor:
     return (u[:, :rank] * s[:rank]) @ vh[:rank]
 
 
-def study_rows(problem: EditProblem, head: SurrogateHead, target_class: int, evaluation: Mapping[str, tuple],
+def study_rows(problem: EditProblem, head: Surrogate, target_class: int, evaluation: Mapping[str, tuple],
                grid: Mapping) -> list[dict]:
     """Target and retained accuracy for every combination of the grid; `evaluation` maps protocol ->
     (split, Z of the split, labels). Delta is linear in the strength, so one solve serves all strengths."""
-    from kaepipe.evaluate import per_class_accuracy
 
     rows = []
     n_classes = len(problem.centroids[0])
@@ -852,7 +449,7 @@ def study_rows(problem: EditProblem, head: SurrogateHead, target_class: int, eva
 
     def summary(O_new: torch.Tensor, split: str, Zs: torch.Tensor, ys: np.ndarray, key: str) -> dict:
         if key not in cache:
-            cache[key] = per_class_accuracy(head.predict(Zs @ O_new), ys, max(n_classes, int(ys.max()) + 1))
+            cache[key] = per_class_accuracy(head.predict_outputs(Zs @ O_new), ys, max(n_classes, int(ys.max()) + 1))
         return class_summary(list(cache[key]), target_class)
 
     for protocol, (split, Zs, ys) in evaluation.items():
@@ -872,87 +469,8 @@ def study_rows(problem: EditProblem, head: SurrogateHead, target_class: int, eva
     return rows
 
 
-def run_unlearn_study(ds: Mapping, target_class: int, kae_path: str, base_path: str, preprocessing: str,
-                      reps: Mapping[str, str], out_parquet: str, device: torch.device | None = None,
-                      log: Callable[[str], None] = print):
-    """The trade-off study of one KAE and target class: every combination of the `unlearn.study` grid."""
-    import pandas as pd
-
-    from kaepipe.base import base_expectation, load_base_model
-    from kaepipe.config import merged
-    from kaepipe.io import write_parquet
-    from kaepipe.kae import kae_expectation, load_kae
-    from kaepipe.represent import load_preprocessing, load_reps
-
-    check_target(ds, target_class)
-    u = unlearn_settings(ds)
-    grid = merged(STUDY_DEFAULTS, u.get("study") or {})
-    device = device or torch.device("cpu")
-    kae, meta = load_kae(kae_path, kae_expectation(ds["kae"]))
-    base = load_base_model(base_path, base_expectation(ds))
-    last = base.cfg.blocks
-    pre = load_preprocessing(preprocessing, [0, last])
-    data = {s: load_reps(p) for s, p in reps.items()}
-    layers_train, labels = data["train"]
-    problem = EditProblem(operator_matrix(kae), observables(kae, pre[0].apply(layers_train[0])), labels)
-    head = SurrogateHead(kae, base, pre[last], device)
-    rng = np.random.default_rng(grid["seed"])
-    evaluation, zs = {}, {}
-    for protocol, split in ds["evaluation"].items():
-        if split not in zs:
-            L, y = data[split]
-            idx = np.arange(len(y))
-            if grid["points"] and grid["points"] < len(y):
-                idx = np.sort(rng.choice(len(y), grid["points"], replace=False))
-            zs[split] = (_f64(observables(kae, pre[0].apply(L[0][idx]))), y[idx])
-        evaluation[protocol] = (split, *zs[split])
-    t0 = time.perf_counter()
-    rows = study_rows(problem, head, target_class, evaluation, grid)
-    df = pd.DataFrame(rows)
-    df.insert(0, "target_class", int(target_class))
-    df.insert(0, "seed", meta.get("seed"))
-    df.insert(0, "dataset", ds["name"])
-    log(f"study of class {target_class}: {len(df)} rows in {time.perf_counter() - t0:.1f}s "
-        f"(grid { {k: grid[k] for k in ('targets', 'reg', 'strength', 'rank')} }, points {grid['points']})")
-    write_parquet(df, out_parquet, {"dataset": ds["name"], "target_class": target_class, "seed": meta.get("seed"),
-                                    "grid": grid})
-    return df
-
-
 # ---------------------------------------------------------------------------------------------
 # Workflow paths (used by workflow/rules/unlearn.smk)
 # ---------------------------------------------------------------------------------------------
 
-def unlearn_datasets(config: Mapping, study: bool = False) -> list[str]:
-    """The datasets of `run` with an `unlearn` block (with a `study` too, when `study`)."""
-    out = []
-    for d in config["run"]:
-        u = config["datasets"][d].get("unlearn")
-        if u and (not study or u.get("study")):
-            out.append(d)
-    return out
 
-
-def edit_paths(config: Mapping, name: str, study: bool = False) -> list[str]:
-    """results/{dataset}/unlearn/iso{main}/seed{seed}/class{target}/<name> for every configured edit."""
-    from kaepipe.config import lambda_tag
-
-    out = []
-    for d in unlearn_datasets(config, study):
-        kae = config["datasets"][d]["kae"]
-        lam = lambda_tag(kae["main_lambda_iso"])
-        for seed in kae["seeds"]:
-            for target in config["datasets"][d]["unlearn"]["target_classes"]:
-                out.append(f"results/{d}/unlearn/iso{lam}/seed{seed}/class{target}/{name}")
-    return out
-
-
-def baseline_paths(config: Mapping, name: str) -> list[str]:
-    """results/{dataset}/unlearn/baselines/{baseline}/class{target}/<name> for every configured baseline."""
-    out = []
-    for d in unlearn_datasets(config):
-        u = unlearn_settings(config["datasets"][d])
-        for kind in u["baselines"]["run"]:
-            for target in u["target_classes"]:
-                out.append(f"results/{d}/unlearn/baselines/{kind}/class{target}/{name}")
-    return out

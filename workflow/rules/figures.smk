@@ -2,7 +2,7 @@
 # Every figure is drawn on the CPU with matplotlib's Agg backend; equal inputs give equal bytes.
 # Figures that need the topology or unlearning stage exist only when that stage's rules are defined,
 # so include this file after the stages (the Snakefile does). Input helpers: kaepipe.figures.
-from kaepipe import figures as F
+from kaepipe.stages import paths as P
 
 FIGURES_TOPOLOGY = all(rules.has(r) for r in ("topology_layers", "topology_iterates", "isometry"))
 
@@ -10,7 +10,7 @@ FIGURES_TOPOLOGY = all(rules.has(r) for r in ("topology_layers", "topology_itera
 rule figure_layers:
     """Figure 1: top-3 principal components of every base layer (q = 3 preprocessing), 2000 points."""
     input:
-        reps=lambda w: f"results/{w.dataset}/reps/{F.paper_split(config, w.dataset)}.pt",
+        reps=lambda w: f"results/{w.dataset}/reps/{P.paper_split(config, w.dataset)}.pt",
     output:
         png=report("results/figures/layers_{dataset}.png", caption="../report/figure_layers.rst",
                    category="Figures", subcategory="{dataset}", labels={"figure": "layers", "dataset": "{dataset}"}),
@@ -61,9 +61,9 @@ rule figure_training:
 rule figure_path:
     """The decoded KAE path psi(K^t phi(x0)) of a few samples next to the network's layers."""
     input:
-        reps=lambda w: f"results/{w.dataset}/reps/{F.paper_split(config, w.dataset)}.pt",
+        reps=lambda w: f"results/{w.dataset}/reps/{P.paper_split(config, w.dataset)}.pt",
         preprocessing="results/{dataset}/reps/preprocessing.safetensors",
-        kae=lambda w: F.main_kae_file(config, w.dataset),
+        kae=lambda w: P.main_kae_file(config, w.dataset),
     output:
         png=report("results/figures/path_{dataset}.png", caption="../report/figure_path.rst",
                    category="Figures", subcategory="{dataset}", labels={"figure": "path", "dataset": "{dataset}"}),
@@ -85,7 +85,7 @@ rule figure_path:
         "../scripts/figure_path.py"
 
 
-FINAL_TARGETS.extend(F.figure_files(["layers", "training", "path"], DATASETS))
+FINAL_TARGETS.extend(P.figure_files(["layers", "training", "path"], DATASETS))
 
 
 if FIGURES_TOPOLOGY:
@@ -93,8 +93,8 @@ if FIGURES_TOPOLOGY:
     rule figure_isometry:
         """Figure 2: 3-D PCA of x_L and of phi(x_L) for three lambda_iso, and the beta_0/beta_1 curves."""
         input:
-            unpack(lambda w: F.isometry_inputs(config, w.dataset)),
-            unpack(lambda w: F.reps_files(w.dataset)),
+            unpack(lambda w: P.isometry_inputs(config, w.dataset)),
+            unpack(lambda w: P.reps_files(w.dataset)),
             preprocessing="results/{dataset}/reps/preprocessing.safetensors",
         output:
             png=report("results/figures/isometry_{dataset}.png", caption="../report/figure_isometry.rst",
@@ -103,7 +103,7 @@ if FIGURES_TOPOLOGY:
             pdf="results/figures/isometry_{dataset}.pdf",
         params:
             ds=ds_subset("kae", "topology"),
-            lambdas=lambda w: F.isometry_lambdas(config, w.dataset),
+            lambdas=lambda w: P.isometry_lambdas(config, w.dataset),
         log:
             "results/logs/figures/isometry_{dataset}.log",
         benchmark:
@@ -121,10 +121,10 @@ if FIGURES_TOPOLOGY:
     rule figure_topology:
         """Figure 3: beta_0 per base layer and per KAE iterate (mean, min-max over seeds), iterates in 3-D PCA."""
         input:
-            unpack(lambda w: F.reps_files(w.dataset)),
+            unpack(lambda w: P.reps_files(w.dataset)),
             layers="results/{dataset}/topology/layers.parquet",
-            iterates=lambda w: F.iterate_tables(config, w.dataset),
-            kae=lambda w: F.main_kae_file(config, w.dataset),
+            iterates=lambda w: P.iterate_tables(config, w.dataset),
+            kae=lambda w: P.main_kae_file(config, w.dataset),
             preprocessing="results/{dataset}/reps/preprocessing.safetensors",
         output:
             png=report("results/figures/topology_{dataset}.png", caption="../report/figure_topology.rst",
@@ -147,20 +147,20 @@ if FIGURES_TOPOLOGY:
         script:
             "../scripts/figure_topology.py"
 
-    FINAL_TARGETS.extend(F.figure_files(["isometry", "topology"], DATASETS))
+    FINAL_TARGETS.extend(P.figure_files(["isometry", "topology"], DATASETS))
 
 
-FIGURES_EDITING = F.unlearn_datasets(config, DATASETS) if rules.has("unlearn_edit") else []
+FIGURES_EDITING = P.edited_datasets(config, DATASETS) if rules.has("unlearn_edit") else []
 
 if FIGURES_EDITING:
 
     rule figure_editing:
         """Figure 4: 3-D PCA of the observables' outputs Z O before and Z O' after forgetting one class."""
         input:
-            reps=lambda w: f"results/{w.dataset}/reps/{F.paper_split(config, w.dataset)}.pt",
+            reps=lambda w: f"results/{w.dataset}/reps/{P.paper_split(config, w.dataset)}.pt",
             preprocessing="results/{dataset}/reps/preprocessing.safetensors",
-            kae=lambda w: F.main_kae_file(config, w.dataset),
-            edited=lambda w: F.edited_file(config, w.dataset),
+            kae=lambda w: P.main_kae_file(config, w.dataset),
+            edited=lambda w: P.edited_file(config, w.dataset),
         output:
             png=report("results/figures/editing_{dataset}.png", caption="../report/figure_editing.rst",
                        category="Figures", subcategory="{dataset}",
@@ -168,7 +168,7 @@ if FIGURES_EDITING:
             pdf="results/figures/editing_{dataset}.pdf",
         params:
             ds=ds_subset(),
-            target=lambda w: F.editing_target(config, w.dataset),
+            target=lambda w: P.editing_target(config, w.dataset),
         log:
             "results/logs/figures/editing_{dataset}.log",
         benchmark:
@@ -183,4 +183,4 @@ if FIGURES_EDITING:
         script:
             "../scripts/figure_editing.py"
 
-    FINAL_TARGETS.extend(F.figure_files(["editing"], FIGURES_EDITING))
+    FINAL_TARGETS.extend(P.figure_files(["editing"], FIGURES_EDITING))

@@ -2,7 +2,7 @@
 # Per dataset: beta_0 of every base layer; per KAE at the main lambda_iso: beta_0 of every decoded
 # iterate; per KAE of the grid: Rips diagrams of phi(x_L) against x_L. Settings: the optional
 # `topology` block of a dataset (defaults in kaepipe.topology_stage.DEFAULTS). Networks run on the CPU.
-from kaepipe.topology_stage import kae_paths, topology_reps_path
+from kaepipe.stages.paths import kae_paths, topology_reps_path
 
 
 rule topology_layers:

@@ -2,7 +2,7 @@
 # class and KAE seed (at the main isometry weight), the two baselines that retrain or fine-tune the base
 # network without the class, the trade-off study, and the tables. Settings: the optional `unlearn`
 # block of a dataset (defaults in kaepipe.unlearn.DEFAULTS).
-from kaepipe.unlearn import baseline_paths, edit_paths
+from kaepipe.stages.paths import baseline_paths, edit_paths
 
 
 wildcard_constraints:

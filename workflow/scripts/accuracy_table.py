@@ -1,6 +1,6 @@
 """Write the accuracy tables."""
 from kaepipe.runtime import rule_context
-from kaepipe.tables import run_accuracy_table
+from kaepipe.stages.tables import run_accuracy_table
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     base = {p.split("/")[1]: p for p in snakemake.input.base}

@@ -1,6 +1,6 @@
 """Train the base ResMLP of a dataset."""
-from kaepipe.base import run_base_training
 from kaepipe.runtime import rule_context
+from kaepipe.stages.base import run_base_training
 
 with rule_context(snakemake) as (log, device):
     out = snakemake.output

@@ -1,6 +1,6 @@
 """Figure 4: the outputs Z O before and Z O' after the edit that forgets one class."""
-from kaepipe.figures import run_editing_figure, use_cpu_threads
 from kaepipe.runtime import rule_context
+from kaepipe.stages.figures import run_editing_figure, use_cpu_threads
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     use_cpu_threads(snakemake.threads)

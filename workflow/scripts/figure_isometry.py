@@ -1,7 +1,7 @@
 """Figure 2: the isometry study (3-D PCA of x_L and phi(x_L), Betti curves)."""
 from kaepipe.config import lambda_tag
-from kaepipe.figures import run_isometry_figure, use_cpu_threads
 from kaepipe.runtime import rule_context
+from kaepipe.stages.figures import run_isometry_figure, use_cpu_threads
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     use_cpu_threads(snakemake.threads)

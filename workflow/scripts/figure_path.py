@@ -1,6 +1,6 @@
 """The decoded KAE path of a few samples next to the network's layers."""
-from kaepipe.figures import run_path_figure, use_cpu_threads
 from kaepipe.runtime import rule_context
+from kaepipe.stages.figures import run_path_figure, use_cpu_threads
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     use_cpu_threads(snakemake.threads)

@@ -1,6 +1,6 @@
 """Figure 3: beta_0 of base layers and KAE iterates, and 3-D PCA of selected iterates."""
-from kaepipe.figures import run_topology_figure, use_cpu_threads
 from kaepipe.runtime import rule_context
+from kaepipe.stages.figures import run_topology_figure, use_cpu_threads
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     use_cpu_threads(snakemake.threads)

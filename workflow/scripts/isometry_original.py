@@ -1,6 +1,6 @@
 """Rips diagram of the preprocessed last layer of the isometry points of one dataset."""
 from kaepipe.runtime import rule_context
-from kaepipe.topology_stage import run_isometry_original, use_threads
+from kaepipe.stages.topology import run_isometry_original, use_threads
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     log.info(use_threads(snakemake.threads))

@@ -1,6 +1,6 @@
 """Train one KAE."""
-from kaepipe.kae import run_kae_training
 from kaepipe.runtime import rule_context
+from kaepipe.stages.kae import run_kae_training
 
 with rule_context(snakemake) as (log, device):
     w, inp, out = snakemake.wildcards, snakemake.input, snakemake.output

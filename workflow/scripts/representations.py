@@ -1,6 +1,6 @@
 """Record the base network's layer representations and fit the preprocessing."""
-from kaepipe.represent import run_representations
 from kaepipe.runtime import rule_context
+from kaepipe.stages.represent import run_representations
 
 with rule_context(snakemake) as (log, device):
     inp, out = snakemake.input, snakemake.output

@@ -3,7 +3,7 @@ from glob import glob
 from pathlib import Path
 
 from kaepipe.runtime import rule_context
-from kaepipe.summary import run_summary
+from kaepipe.stages.summary import run_summary
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     inp, out, params = snakemake.input, snakemake.output, snakemake.params

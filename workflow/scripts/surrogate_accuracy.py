@@ -1,6 +1,6 @@
 """Surrogate accuracy of one KAE."""
-from kaepipe.evaluate import run_surrogate_accuracy
 from kaepipe.runtime import rule_context
+from kaepipe.stages.surrogate import run_surrogate_accuracy
 
 with rule_context(snakemake) as (log, device):
     inp = snakemake.input

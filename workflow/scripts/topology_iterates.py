@@ -1,6 +1,6 @@
 """beta_0 of every decoded iterate of one KAE (the KAE runs on the CPU)."""
 from kaepipe.runtime import rule_context
-from kaepipe.topology_stage import run_iterate_topology, use_threads
+from kaepipe.stages.topology import run_iterate_topology, use_threads
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     log.info(use_threads(snakemake.threads))

@@ -1,6 +1,6 @@
 """beta_0 of every preprocessed base layer of one dataset."""
 from kaepipe.runtime import rule_context
-from kaepipe.topology_stage import run_layer_topology, use_threads
+from kaepipe.stages.topology import run_layer_topology, use_threads
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     log.info(use_threads(snakemake.threads))

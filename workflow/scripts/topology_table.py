@@ -1,6 +1,6 @@
 """Write the beta_0 tables: results/tables/topology.csv and the summary over seeds."""
 from kaepipe.runtime import rule_context
-from kaepipe.topology_stage import run_topology_tables
+from kaepipe.stages.tables import run_topology_tables
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     inp = snakemake.input

@@ -1,6 +1,6 @@
 """Unlearn one class from the base network by retraining from scratch or fine-tuning (a baseline)."""
 from kaepipe.runtime import rule_context
-from kaepipe.unlearn import run_unlearn_baseline
+from kaepipe.stages.unlearn import run_unlearn_baseline
 
 with rule_context(snakemake) as (log, device):
     w, inp, out = snakemake.wildcards, snakemake.input, snakemake.output

@@ -1,6 +1,6 @@
 """Edit one KAE's k-step operator to forget one class and evaluate the surrogate before and after."""
 from kaepipe.runtime import rule_context
-from kaepipe.unlearn import run_unlearn_edit
+from kaepipe.stages.unlearn import run_unlearn_edit
 
 with rule_context(snakemake) as (log, device):
     w, inp, out = snakemake.wildcards, snakemake.input, snakemake.output

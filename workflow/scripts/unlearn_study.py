@@ -1,6 +1,6 @@
 """The unlearning trade-off study of one KAE and target class (targets x reg x strength x rank)."""
 from kaepipe.runtime import rule_context
-from kaepipe.unlearn import run_unlearn_study
+from kaepipe.stages.unlearn import run_unlearn_study
 
 with rule_context(snakemake) as (log, device):
     w, inp = snakemake.wildcards, snakemake.input

@@ -1,6 +1,6 @@
 """Write the editing table and the unlearning-baselines table."""
 from kaepipe.runtime import rule_context
-from kaepipe.unlearn import run_unlearn_tables
+from kaepipe.stages.tables import run_unlearn_tables
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     editing, baselines = run_unlearn_tables(snakemake.config, list(snakemake.input.edits),

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from kaepipe.config import DictConfig
-from kaepipe.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -118,35 +115,3 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
     return out
 
 
-def state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A model's state dict with contiguous CPU tensors, ready for safetensors."""
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def check_architecture(path: str | Path, found: Mapping, expect: Mapping | None) -> None:
-    """Raise DataError naming the file when a checkpoint's architecture differs from the config's."""
-    diff = {k: (found.get(k), v) for k, v in (expect or {}).items() if found.get(k) != v}
-    if diff:
-        detail = ", ".join(f"{k}: checkpoint {a} vs config {b}" for k, (a, b) in diff.items())
-        raise DataError(f"{path}: checkpoint does not match the config ({detail}); "
-                        "delete the file to retrain, or fix the config")
-
-
-def load_checkpoint(path: str | Path, config_cls, model_cls, expect: Mapping | None = None,
-                    what: str = "model") -> tuple[nn.Module, dict]:
-    """Load a model saved with an 'architecture' metadata entry; fields in `expect` must match."""
-    from kaepipe.io import decode_metadata, load_safetensors
-
-    tensors, raw = load_safetensors(path)
-    meta = decode_metadata(raw)
-    arch = meta.get("architecture")
-    if not isinstance(arch, dict):
-        raise DataError(f"{path}: no 'architecture' metadata; not a kaepipe {what} checkpoint")
-    check_architecture(path, arch, expect)
-    cfg = config_cls(**arch)
-    model = model_cls(cfg)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise DataError(f"{path}: tensors do not fit the architecture {cfg.to_dict()} ({exc})") from exc
-    return model.eval(), meta

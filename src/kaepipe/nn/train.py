@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,8 @@ from torch import nn
 
 from kaepipe.config import DictConfig
 from kaepipe.errors import ConfigError, TrainingDivergedError
+from kaepipe.nn.kae import KoopmanAutoencoder
+from kaepipe.nn.losses import LOSS_TERMS, IsoLoss, kae_losses
 
 
 @dataclass(frozen=True)
@@ -177,3 +179,45 @@ def seed_all(seed: int) -> None:
     """Seed torch and numpy's global generators (model initialisation draws from torch's)."""
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
+
+
+def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: TrainConfig,
+            lambda_iso: float, log: Callable[[str], None] = print, log_every: int = 0) -> pd.DataFrame:
+    """Train a KAE on in-memory (x0, x_last) pairs with the per-epoch schedule; return per-epoch losses."""
+    device = x0.device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    iso = IsoLoss()
+    rows = []
+    t0 = time.perf_counter()
+    model.train()
+    for epoch in range(cfg.epochs):
+        lr = lr_at(epoch, cfg)
+        set_lr(opt, lr)
+        sums = {t: torch.zeros((), device=device) for t in (*LOSS_TERMS, "total")}
+        seen = 0
+        for idx in batch_indices(len(x0), cfg.batch_size, gen, device, min_last=2):
+            losses = kae_losses(model, x0[idx], xl[idx], lambda_iso, iso)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            if cfg.clip_grad_norm:
+                clip_grad_norm(params, cfg.clip_grad_norm)
+            opt.step()
+            for t in sums:
+                sums[t] += losses[t].detach() * len(idx)
+            seen += len(idx)
+        check_finite(epoch, {t: v for t, v in sums.items() if t != "iso" or lambda_iso > 0})
+        rows.append({"epoch": epoch, "lr": lr, **{t: float(v) / seen for t, v in sums.items()}})
+        if log_every and (epoch % log_every == 0 or epoch == cfg.epochs - 1):
+            r = rows[-1]
+            log(f"epoch {epoch:5d}  lr {lr:.2e}  total {r['total']:.5f}  recon {r['recon']:.5f}  "
+                f"state {r['state']:.5f}  latent {r['latent']:.5f}  iso {r['iso']:.5f}  "
+                f"({time.perf_counter() - t0:.1f}s)")
+    model.eval()
+    return pd.DataFrame(rows)
+
+
+def kae_train_config(kae: Mapping, seed: int) -> TrainConfig:
+    """The KAE's optimiser settings from its config block (AdamW by default)."""
+    return TrainConfig.from_dict({"optimizer": "adamw", **kae, "seed": seed})

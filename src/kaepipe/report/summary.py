@@ -15,32 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kaepipe.tables import cell, mean_std, to_markdown, write_table
-
-# Section 6: macro accuracy (%), "paper" protocol; (mean, population std over seeds or None for one MLP).
-PUBLISHED_ACCURACY: dict[tuple[str, str], tuple[float, float | None]] = {
-    ("yinyang", "MLP"): (99.31, None),
-    ("yinyang", "KAE"): (98.75, 0.15),
-    ("mnist", "MLP"): (99.03, None),
-    ("mnist", "KAE"): (98.53, 0.04),
-}
-# Section 7: MNIST beta_0, all 10k test points; base layers at eps 0.166, KAE iterates (mean) at eps 0.14.
-PUBLISHED_TOPOLOGY = {
-    "mlp": {"eps": 0.166, "values": [368, 10, 1, 1, 1]},
-    "kae": {"eps": 0.14, "values": [8633, 7655, 5153, 2305, 692, 206, 49, 19, 11, 9, 9]},
-}
-# Section 8: accuracy (%) of the target class before -> after the edit, mean (std) over five KAEs.
-PUBLISHED_EDITING: dict[tuple[str, int], tuple[tuple[float, float], tuple[float, float]]] = {
-    ("yinyang", 0): ((98.78, 1.18), (85.01, 1.90)),
-    ("yinyang", 1): ((98.27, 0.21), (78.88, 8.53)),
-    ("yinyang", 2): ((99.97, 0.05), (62.52, 1.35)),
-    ("mnist", 1): ((99.23, 0.04), (0.0, 0.0)),
-    ("mnist", 4): ((98.29, 0.08), (0.0, 0.0)),
-    ("mnist", 7): ((98.01, 0.18), (0.0, 0.0)),
-}
-# The published setting the comparison applies to: the MNIST numbers of METHOD need the paper's
-# source; the Yin-Yang numbers the 2-feature variant evaluated on its training set (protocol paper).
-PUBLISHED_PROTOCOL = "paper"
+from kaepipe.config import dataset_sources
+from kaepipe.io import to_jsonable
+from kaepipe.published import PROTOCOL, published_accuracy, published_editing, published_topology
+from kaepipe.report.tables import cell, mean_std, to_markdown
 
 TABLE_TITLES = {
     "accuracy": "Surrogate accuracy (METHOD section 6)",
@@ -82,12 +60,12 @@ def _round(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
 # Comparison tables
 # ---------------------------------------------------------------------------------------------
 
-def accuracy_comparison(accuracy: pd.DataFrame) -> pd.DataFrame:
-    """The accuracy table (MLP and KAE at the main lambda_iso) with the published value and the difference."""
+def accuracy_comparison(accuracy: pd.DataFrame, sources: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The accuracy table (MLP and KAE at the main lambda_iso) with the published value and the difference.
+    `sources`: each dataset's data source (default: its name), which the published numbers belong to."""
     rows = []
     for r in accuracy.itertuples(index=False):
-        pub_mean, pub_std = (PUBLISHED_ACCURACY.get((r.dataset, r.model), (math.nan, None))
-                             if r.protocol == PUBLISHED_PROTOCOL else (math.nan, None))
+        pub_mean, pub_std = published_accuracy((sources or {}).get(r.dataset, r.dataset), r.model, r.protocol)
         ours_std = float(r.acc_std) if r.model == "KAE" else None
         rows.append({"dataset": r.dataset, "protocol": r.protocol, "split": r.split, "model": r.model,
                      "lambda_iso": _num(r.lambda_iso), "n_seeds": int(r.n_seeds),
@@ -97,31 +75,8 @@ def accuracy_comparison(accuracy: pd.DataFrame) -> pd.DataFrame:
     return _round(pd.DataFrame(rows))
 
 
-def paper_eps_scale(n_train: int | None) -> float:
-    """Factor that carries the paper's eps to a preprocessing fitted on n_train points instead of 60k.
-
-    The preprocessing scales the training matrix to Frobenius norm 100, so the points' RMS radius is
-    100 / sqrt(n_train): the same relative scale is eps * sqrt(60000 / n_train)."""
-    return math.sqrt(MNIST_PAPER_TRAIN / n_train) if n_train else 1.0
-
-
-MNIST_PAPER_TRAIN = 60000
-
-
-def published_topology(dataset: str, source: str, step: int, eps: float, metric: str = "euclidean",
-                       n_train: int | None = None) -> float:
-    """The published MNIST beta_0 of this row, else NaN: only for MNIST, the Euclidean metric and the paper's
-    eps, either as published or carried to a preprocessing fitted on n_train digits (paper_eps_scale)."""
-    pub = PUBLISHED_TOPOLOGY.get(source)
-    if dataset != "mnist" or pub is None or metric != "euclidean":
-        return math.nan
-    candidates = [pub["eps"], pub["eps"] * paper_eps_scale(n_train)]
-    if not any(math.isclose(float(eps), c, rel_tol=2e-3) for c in candidates):
-        return math.nan
-    return float(pub["values"][step]) if 0 <= step < len(pub["values"]) else math.nan
-
-
-def topology_comparison(long: pd.DataFrame, n_train: Mapping[str, int] | None = None) -> pd.DataFrame:
+def topology_comparison(long: pd.DataFrame, n_train: Mapping[str, int] | None = None,
+                        sources: Mapping[str, str] | None = None) -> pd.DataFrame:
     """beta_0 per dataset, model (mlp layer / kae iterate) and step: mean (population std) and min-max over
     seeds, the published value and the difference. `long`: results/tables/topology.csv; n_train: the
     training-set size per dataset (the preprocessing's fit, for the paper's eps)."""
@@ -134,7 +89,8 @@ def topology_comparison(long: pd.DataFrame, n_train: Mapping[str, int] | None = 
     for key, g in long.groupby(keys, dropna=False, sort=False):
         dataset, source, lam, eps, metric, step = key
         m, s = mean_std(g["betti0"])
-        pub = published_topology(dataset, source, int(step), float(eps), metric, (n_train or {}).get(dataset))
+        pub = published_topology((sources or {}).get(dataset, dataset), source, int(step), float(eps), metric,
+                                 (n_train or {}).get(dataset))
         rows.append({"dataset": dataset, "model": source, "lambda_iso": _num(lam), "eps": float(eps),
                      "step": int(step), "n_seeds": len(g), "published": "-" if math.isnan(pub) else f"{pub:g}",
                      "ours": _cell(m, s if source != "mlp" else None, 1), "published_mean": pub, "ours_mean": m,
@@ -179,7 +135,7 @@ def isometry_comparison(table: pd.DataFrame) -> pd.DataFrame:
     return _round(pd.DataFrame(rows))
 
 
-def editing_comparison(editing: pd.DataFrame) -> pd.DataFrame:
+def editing_comparison(editing: pd.DataFrame, sources: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The editing table of the unlearning stage (results/tables/editing.csv: one row per dataset, protocol,
     method and target class with target_/retained_{before,after}_{mean,std} over seeds) against METHOD 8.
 
@@ -187,8 +143,8 @@ def editing_comparison(editing: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in editing.to_dict("records"):
         target = int(r["target_class"])
-        ok = r.get("method", "paper") == "paper" and r.get("protocol", PUBLISHED_PROTOCOL) == PUBLISHED_PROTOCOL
-        pub = PUBLISHED_EDITING.get((r["dataset"], target)) if ok else None
+        pub = published_editing((sources or {}).get(r["dataset"], r["dataset"]), target, r.get("method", "paper"),
+                                r.get("protocol", PROTOCOL))
         (pbm, pbs), (pam, pas) = pub if pub else ((math.nan, math.nan), (math.nan, math.nan))
         bm, bs, am, as_ = (_num(r[f"target_{w}"]) for w in ("before_mean", "before_std", "after_mean", "after_std"))
         row = {k: r[k] for k in ("dataset", "protocol", "split", "method") if k in r}
@@ -244,7 +200,6 @@ def config_yaml(config: Mapping) -> str:
     """The configuration as YAML (only the datasets that ran, plus the global keys)."""
     import yaml
 
-    from kaepipe.io import to_jsonable
 
     cfg = to_jsonable(dict(config))
     run = cfg.get("run") or list(cfg.get("datasets", {}))
@@ -307,58 +262,21 @@ def summary_tables(inputs: Mapping[str, str | None], config: Mapping | None = No
     """The comparison tables of every stage table present: keys accuracy, topology, isometry, editing,
     baselines (CSV paths; None or missing = stage not in this workflow)."""
     out: dict[str, pd.DataFrame] = {}
+    sources = dataset_sources(config or {})
     if inputs.get("accuracy"):
-        out["accuracy"] = accuracy_comparison(pd.read_csv(inputs["accuracy"]))
+        out["accuracy"] = accuracy_comparison(pd.read_csv(inputs["accuracy"]), sources)
     if inputs.get("topology"):
         n_train = {d: (c.get("splits", {}).get("train") or {}).get("size")
                    for d, c in (config or {}).get("datasets", {}).items()}
-        out["topology"] = topology_comparison(pd.read_csv(inputs["topology"]), n_train)
+        out["topology"] = topology_comparison(pd.read_csv(inputs["topology"]), n_train, sources)
     if inputs.get("isometry"):
         out["isometry"] = isometry_comparison(pd.read_csv(inputs["isometry"]))
     if inputs.get("editing"):
-        out["editing"] = editing_comparison(pd.read_csv(inputs["editing"]))
+        out["editing"] = editing_comparison(pd.read_csv(inputs["editing"]), sources)
     if inputs.get("baselines"):  # no published numbers: the table as the unlearning stage wrote it
         df = pd.read_csv(inputs["baselines"])
         out["baselines"] = _round(df.fillna({c: "-" for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}))
     return out
-
-
-def run_summary(config: Mapping, inputs: Mapping[str, str | None], benchmarks: Sequence[str],
-                out_md: str, out_tables: Mapping[str, Mapping[str, str]], figures: Sequence[str] = (),
-                log=print) -> dict[str, pd.DataFrame]:
-    """Write results/summary.md and each comparison table as CSV (every column and row), Markdown and LaTeX
-    (the columns and rows summary.md shows). out_tables: name -> {"csv", "md", "tex"} paths for accuracy,
-    topology, ... and walltime; a declared table whose stage wrote nothing is written empty."""
-    from kaepipe.io import provenance, write_text
-    from kaepipe.tables import to_latex
-
-    tables = summary_tables(inputs, config)
-    tables["walltime"] = walltime_table(benchmarks)
-    prov = provenance({"run": config.get("run"), "inputs": {k: v for k, v in inputs.items() if v}})
-    views = {}
-    for name, df in tables.items():
-        views[name] = shown(name, df)
-        caption = f"{TABLE_TITLES.get(name, name)}. Published vs ours; mean (population std) over seeds."
-        paths = out_tables.get(name)
-        if paths is None:
-            log(f"table {name}: no output declared, only in summary.md")
-            continue
-        write_table(df, paths["csv"], provenance=prov)
-        if paths.get("md"):
-            write_text(to_markdown(views[name]), paths["md"])
-        if paths.get("tex"):
-            write_text(to_latex(views[name], caption), paths["tex"])
-        log(f"{name}: {len(df)} rows")
-    for name, paths in out_tables.items():
-        if name not in tables:
-            empty = pd.DataFrame({"note": [f"no {name} table in this workflow"]})
-            write_table(empty, paths["csv"], paths.get("md"), paths.get("tex"), provenance=prov)
-    notes = dict(NOTES)
-    if "topology" in views and len(views["topology"]) < len(tables["topology"]):
-        notes["topology"] += " Long KAE paths: 11 evenly spaced iterates shown; every step in the CSV."
-    md = summary_markdown(views, notes, config, prov["versions"], prov["git_commit"], figures)
-    write_text(md, out_md)
-    return tables
 
 
 def parse_markdown_tables(text: str) -> list[pd.DataFrame]:

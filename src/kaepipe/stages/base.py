@@ -1,48 +1,18 @@
-"""The base-network stage: build, train, save, load and evaluate the ResMLP of a dataset."""
+"""TODO."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from kaepipe.data import read_split
-from kaepipe.evaluate import accuracy_report
-from kaepipe.io import provenance, save_safetensors, write_json, write_parquet
-from kaepipe.models import ResMLP, ResMLPConfig, load_checkpoint, predict, state_dict_for_save
-from kaepipe.train import TrainConfig, seed_all, train_classifier
-
-
-def model_config(ds: Mapping, in_features: int) -> ResMLPConfig:
-    """The ResMLP architecture of a configured dataset."""
-    return ResMLPConfig(in_features=in_features, width=ds["base"]["width"], blocks=ds["base"]["blocks"],
-                        classes=ds["classes"])
-
-
-def save_base_model(model: ResMLP, path: str | Path, extra: Mapping | None = None) -> None:
-    """Save a ResMLP's weights with its architecture and provenance as safetensors metadata."""
-    meta = {"model_class": "ResMLP", "architecture": model.cfg.to_dict(), **(extra or {})}
-    save_safetensors(state_dict_for_save(model), path, meta)
-
-
-def base_expectation(ds: Mapping) -> dict:
-    """The architecture fields of a dataset's base network that its config fixes."""
-    return {"width": ds["base"]["width"], "blocks": ds["base"]["blocks"], "classes": ds["classes"]}
-
-
-def load_base_model(path: str | Path, expect: Mapping | None = None) -> ResMLP:
-    """Load a ResMLP saved by `save_base_model`; fields in `expect` (e.g. width) must match."""
-    return load_checkpoint(path, ResMLPConfig, ResMLP, expect, "base-model")[0]
-
-
-def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, n_classes: int,
-                   device: torch.device) -> dict:
-    """Per-class and macro accuracy of a classifier on one split."""
-    pred = predict(model.to(device), torch.as_tensor(x, device=device)).cpu().numpy()
-    return accuracy_report(pred, y, n_classes)
+from kaepipe.evaluate import evaluate_model
+from kaepipe.io import provenance, write_json, write_parquet
+from kaepipe.nn.checkpoints import model_config, save_base_model
+from kaepipe.nn.resmlp import ResMLP
+from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
 
 
 def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: str, out_curve: str,

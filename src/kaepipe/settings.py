@@ -1,0 +1,141 @@
+"""Stage settings: each optional config block merged over its defaults, checked, with the key named on error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from kaepipe.config import merged
+from kaepipe.errors import ConfigError
+from kaepipe.published import paper_eps
+
+# Default eps per data source when the config gives none. MNIST-like: the paper's values. Yin-Yang
+# (not given by the paper): 0.25, where the input-like layer L0 of the 1000 held-out points is
+# nearly one component (its largest MST edges are 0.23-0.27 with the paper's preprocessing, i.e.
+# about 0.18 x the points' RMS radius 1.41), so that the change of beta_0 with depth stays visible.
+DEFAULT_EPS = {
+    "yinyang": {"layers": 0.25, "iterates": 0.25},
+    "mnist": paper_eps("mnist"),
+    "fashion_mnist": paper_eps("mnist"),
+}
+
+
+TOPOLOGY_DEFAULTS: dict[str, Any] = {
+    "protocol": "heldout",
+    "points": None,
+    "seed": 0,
+    "metric": "euclidean",
+    "k": 10,
+    "precision": "float64",
+    "isometry": {
+        "points": 2000,
+        "max_edge_length": None,
+        "max_edges": 100_000,
+        "max_dim": 1,
+        "filtration_values": 200,
+        "wasserstein": True,
+    },
+}
+
+
+def topology_settings(ds: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset's ``topology`` block merged over the defaults (eps defaults depend on the source)."""
+    block = dict(ds.get("topology") or {})
+    iso = {**TOPOLOGY_DEFAULTS["isometry"], **(block.pop("isometry", None) or {})}
+    out = {**TOPOLOGY_DEFAULTS, **block, "isometry": iso}
+    eps = DEFAULT_EPS.get(ds.get("source", ""), DEFAULT_EPS["mnist"])
+    out.setdefault("eps_layers", eps["layers"])
+    out.setdefault("eps_iterates", eps["iterates"])
+    if out.get("eps_layers") is None:
+        out["eps_layers"] = eps["layers"]
+    if out.get("eps_iterates") is None:
+        out["eps_iterates"] = eps["iterates"]
+    for key in ("eps_layers", "eps_iterates"):
+        if not float(out[key]) > 0:
+            raise ConfigError(f"config key 'datasets.{ds.get('name')}.topology.{key}' must be > 0, got {out[key]}")
+    if out["precision"] not in ("float64", "float32"):
+        raise ConfigError(f"config key 'datasets.{ds.get('name')}.topology.precision' must be float64 or float32")
+    if out["metric"] not in METRICS:
+        raise ConfigError(f"config key 'datasets.{ds.get('name')}.topology.metric' must be one of {METRICS}")
+    evaluation = ds.get("evaluation") or {"heldout": "test"}
+    if out["protocol"] not in evaluation:
+        raise ConfigError(f"config key 'datasets.{ds.get('name')}.topology.protocol': '{out['protocol']}' is not "
+                          f"one of the dataset's protocols {sorted(evaluation)}")
+    out["split"] = evaluation[out["protocol"]]
+    return out
+
+
+def evaluation_split(ds: Mapping[str, Any]) -> str:
+    """The split (train or test) the topology stage measures: that of ``topology.protocol``."""
+    return topology_settings(ds)["split"]
+
+
+METHODS = ("paper", "region")
+
+
+TARGET_MODES = ("nearest", "shared", "centroid", "neighbour")
+
+
+BASELINES = ("retrain", "finetune")
+
+
+UNLEARN_DEFAULTS: dict[str, Any] = {
+    "target_classes": [],
+    "methods": ["paper"],
+    "targets": "nearest",
+    "reg": 0.1,
+    "region": {"targets": "centroid", "reg": 0.3, "strength": 1.0},
+    "timing_repeats": 5,
+    "study": None,  # {targets: [...], reg: [...], strength: [...], rank: [...], points: n}
+    "baselines": {"run": list(BASELINES), "finetune_epochs": 5, "finetune_lr": None, "finetune_schedule": "constant"},
+}
+
+
+def unlearn_settings(ds: Mapping) -> dict:
+    """The dataset's `unlearn` block over the defaults (finetune_lr null = the base network's lr)."""
+
+    out = merged(UNLEARN_DEFAULTS, ds.get("unlearn") or {})
+    if out["baselines"]["finetune_lr"] is None:
+        out["baselines"]["finetune_lr"] = ds["base"]["lr"]
+    return out
+
+
+def check_target(ds: Mapping, target_class: int) -> None:
+    """Raise ConfigError when a target class is not one of the dataset's classes."""
+    if not 0 <= int(target_class) < int(ds["classes"]):
+        raise ConfigError(f"config key 'datasets.{ds.get('name')}.unlearn.target_classes': class {target_class} "
+                          f"is not a class of a dataset with {ds['classes']} classes (0..{ds['classes'] - 1})")
+
+
+def method_settings(u: Mapping, method: str) -> dict:
+    """Targets, reg and strength of an edit method from the (merged) unlearn settings."""
+    if method == "paper":
+        return {"targets": u["targets"], "reg": float(u["reg"]), "strength": 1.0}
+    if method == "region":
+        r = u["region"]
+        return {"targets": r["targets"], "reg": float(r["reg"]), "strength": float(r["strength"])}
+    raise ConfigError(f"unknown unlearning method '{method}'; expected one of {list(METHODS)}")
+
+
+def settings_text(settings: Mapping) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
+
+
+STUDY_DEFAULTS: dict[str, Any] = {"targets": ["nearest", "shared", "centroid", "neighbour"],
+                                  "reg": [0.01, 0.1, 0.3, 1.0, 3.0, 10.0], "strength": [1.0, 2.0],
+                                  "rank": [None], "points": None, "seed": 0}
+
+
+METRICS = ("euclidean", "knn_geodesic")
+
+
+def pick_lambdas(grid: Sequence[float], wanted: Sequence[float] = (1.0, 1e-3, 0.0), n: int = 3) -> list[float]:
+    """The isometry weights shown: the paper's {1, 1e-3, 0} where in the grid, else spread over the grid."""
+    grid = sorted({float(x) for x in grid}, reverse=True)
+    chosen = [w for w in wanted if w in grid]
+    if len(chosen) < min(n, len(grid)):
+        picks = np.unique(np.round(np.linspace(0, len(grid) - 1, min(n, len(grid)))).astype(int))
+        chosen = sorted(set(chosen) | {grid[i] for i in picks}, reverse=True)[:n]
+    return sorted(chosen, reverse=True)

@@ -1,0 +1,30 @@
+"""TODO."""
+
+from __future__ import annotations
+
+from kaepipe.evaluate import accuracy_report, surrogate_predictions
+from kaepipe.io import write_json
+from kaepipe.nn.checkpoints import base_expectation, kae_expectation, load_base_model, load_kae
+from kaepipe.represent import load_preprocessing, load_reps
+
+
+def run_surrogate_accuracy(ds, kae_path: str, base_path: str, preprocessing: str, reps: dict,
+                           out_json: str, device=None, log=print) -> dict:
+    """Per-class and macro surrogate accuracy of one KAE under every evaluation protocol."""
+
+    kae, meta = load_kae(kae_path, kae_expectation(ds["kae"]) if "kae" in ds else None)
+    base = load_base_model(base_path, base_expectation(ds) if "base" in ds else None)
+    last = base.cfg.blocks
+    pre = load_preprocessing(preprocessing, [0, last])
+    splits = {}
+    for split, path in reps.items():
+        layers, labels = load_reps(path)
+        pred = surrogate_predictions(kae, base, pre[0], pre[last], layers[0], device)
+        splits[split] = accuracy_report(pred, labels, ds["classes"])
+    protocols = {p: {"split": s, **splits[s]} for p, s in ds["evaluation"].items()}
+    for p, r in protocols.items():
+        log(f"{p} protocol ({r['split']}): surrogate macro accuracy {r['macro']:.2f}")
+    out = {"dataset": ds["name"], "lambda_iso": meta.get("lambda_iso"), "seed": meta.get("seed"),
+           "splits": splits, "protocols": protocols}
+    write_json(out, out_json)
+    return out

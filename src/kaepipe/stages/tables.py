@@ -1,0 +1,94 @@
+"""TODO."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from kaepipe.config import dataset_sources
+from kaepipe.io import provenance, read_json, read_parquet, write_json, write_text
+from kaepipe.report.tables import (
+    TABLE_COLUMNS,
+    accuracy_tables,
+    baseline_table,
+    editing_tables,
+    isometry_markdown,
+    isometry_tables,
+    study_table,
+    topology_tables,
+    write_table,
+)
+
+
+def run_topology_tables(layer_tables: Sequence[str], iterate_tables: Sequence[str], out: Mapping[str, str],
+                        config: Mapping | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Collect the per-dataset and per-KAE Parquet tables into results/tables/topology*.csv (+ .md)."""
+
+    parts = [read_parquet(p, TABLE_COLUMNS) for p in [*layer_tables, *iterate_tables]]
+    datasets = (config or {}).get("datasets", {})
+    n_train = {d: ((c.get("splits") or {}).get("train") or {}).get("size") for d, c in datasets.items()}
+    long, summary = topology_tables(parts, dataset_sources(config or {}), n_train)
+    prov = provenance({"topology": {d: (config or {}).get("datasets", {}).get(d, {}).get("topology")
+                                    for d in long["dataset"].unique()}})
+    write_table(long, out["csv"], provenance=prov)
+    write_table(summary, out["summary"], out.get("md"), provenance=prov)
+    return long, summary
+
+
+def run_isometry_tables(metrics_paths: Sequence[str], out: Mapping[str, str]) -> pd.DataFrame:
+    """Collect per-KAE isometry metrics into results/tables/isometry.{csv,md} and isometry_long.csv."""
+
+    results = [r for p in metrics_paths for r in read_json(p)["results"]]
+    long, table, trend = isometry_tables(results)
+    prov = provenance({"inputs": list(metrics_paths)})
+    write_table(table, out["csv"], provenance=prov)
+    write_table(long, out["long"], provenance=prov)
+
+    write_text(isometry_markdown(table, trend), out["md"])
+    write_json({"spearman_lambda_vs_distance": trend}, str(out["csv"]) + ".trend.json")
+    return table
+
+
+def run_accuracy_table(config: Mapping, base_metrics: Mapping[str, str], kae_accuracy: Sequence[str],
+                       out: Mapping[str, str]) -> pd.DataFrame:
+    """Aggregate the base-model and surrogate accuracies of every dataset into the accuracy tables."""
+
+    base = {ds: read_json(p) for ds, p in base_metrics.items()}
+    kae = [read_json(p) for p in kae_accuracy]
+    main = {ds: config["datasets"][ds]["kae"]["main_lambda_iso"] for ds in base}
+    table, long = accuracy_tables(base, kae, main)
+    prov = provenance({"datasets": {ds: config["datasets"][ds] for ds in base}})
+    write_table(table, out["csv"], out["md"], out["tex"],
+                "Macro accuracy (%) of the base MLP and of the KAE surrogate, mean (population std) over seeds.",
+                prov)
+    write_table(long, out["long"], provenance=prov)
+    return table
+
+
+def run_unlearn_tables(config: Mapping, edit_paths: Sequence[str], baseline_paths: Sequence[str],
+                       out: Mapping[str, str], study_paths: Sequence[str] = ()):
+    """Aggregate every edit and baseline into the editing, per-class and baseline tables (and the study)."""
+
+    edits = [read_json(p) for p in edit_paths]
+    baselines = [read_json(p) for p in baseline_paths]
+    datasets = sorted({e["dataset"] for e in edits} | {b["dataset"] for b in baselines})
+    sources = {d: config["datasets"][d]["source"] for d in datasets}
+    editing, per_class = editing_tables(edits, sources)
+    table = baseline_table(baselines, editing)
+    prov = provenance({"datasets": {d: {"unlearn": config["datasets"][d].get("unlearn"),
+                                        "kae": config["datasets"][d]["kae"]} for d in datasets}})
+    write_table(editing, out["editing"], out["editing_md"], out["editing_tex"],
+                "Class unlearning by editing the KAE's k-step operator: surrogate accuracy (%) of the target class "
+                "and mean of the retained classes, before -> after, mean (population std) over KAE seeds.", prov)
+    write_table(per_class, out["per_class"], provenance=prov)
+    try:
+        study_out = out["study"]
+    except (KeyError, IndexError, AttributeError):
+        study_out = None
+    if study_out:
+        write_table(study_table([read_parquet(p) for p in study_paths]), study_out, provenance=prov)
+    write_table(table, out["baselines"], out["baselines_md"], out["baselines_tex"],
+                "Unlearning baselines on the base network (retrain without the class, fine-tune on the retained "
+                "classes) against the edits; seconds of wall time and the edits' speed-ups.", prov)
+    return editing, table
