@@ -19,7 +19,7 @@ from kaepipe import topology as T
 
 
 def gaussian_mixture(n: int, dim: int, n_clusters: int, seed: int) -> np.ndarray:
-    """n points from a mixture of n_clusters isotropic Gaussians, scaled to Frobenius norm 100 (METHOD 4)."""
+    """n points from a mixture of n_clusters isotropic Gaussians, scaled to Frobenius norm 100 (docs/method.md section 4)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_clusters, dim))
     X = centres[rng.integers(0, n_clusters, n)] + 0.5 * rng.standard_normal((n, dim))

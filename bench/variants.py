@@ -91,7 +91,7 @@ def train_one(job: dict) -> dict:
 
     for protocol, split in ds["evaluation"].items():
         out[protocol] = macro_and_per_class(model, split)["macro"]
-    if job["edit"]:  # the paper's edit (METHOD 8): target-class accuracy after, paper protocol
+    if job["edit"]:  # the paper's edit (docs/method.md section 8): target-class accuracy after, paper protocol
         problem = EditProblem(model.operator_matrix(), model.observables(x0), data["train"][1])
         settings = method_settings(unlearn_settings(ds), "paper")
         for c in job["edit"]:

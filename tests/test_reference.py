@@ -120,7 +120,7 @@ def release(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 
 def hand_base_file(model: ResMLP) -> tuple[dict, dict]:
-    """The reference tensors and metadata of a ResMLP, spelled out by hand from METHOD.md section 10."""
+    """The reference tensors and metadata of a ResMLP, spelled out by hand from docs/method.md section 10."""
     tensors = {
         "components.input_layer.components.linear.weight": model.input_layer.linear.weight,
         "components.input_layer.components.linear.bias": model.input_layer.linear.bias,

@@ -80,7 +80,7 @@ def test_dual_primal_and_cached_gram_forms_agree_in_float64():
     assert dual.dtype == primal.dtype == cached.dtype == np.float64
     np.testing.assert_allclose(primal, dual, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(cached, dual, rtol=1e-9, atol=1e-12)
-    # the formula as written in METHOD 8, in plain numpy
+    # the formula as written in docs/method.md section 8.4, in plain numpy
     C0 = Z[~f].T @ Z[~f] + 0.1 * np.eye(Z.shape[1])
     ref = np.linalg.solve(C0, H.T) @ np.linalg.solve(H @ np.linalg.solve(C0, H.T) + 0.1 * np.eye(len(H)), T - H @ O)
     np.testing.assert_allclose(dual, ref, rtol=1e-9, atol=1e-12)

@@ -1,6 +1,6 @@
 """The paper authors' released checkpoints: read them into kaepipe models, write kaepipe models back.
 
-The format (METHOD.md section 10) is that of the reference implementation (`koopmann`), which saves
+The format (docs/method.md section 10) is that of the reference implementation (`koopmann`), which saves
 with `safetensors.torch.save_model` and stores every metadata value as `str(value)` (so `"True"`,
 `"[10, 10, 10, 10, 10]"`). Keys map to kaepipe's modules as follows:
 

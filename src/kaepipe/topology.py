@@ -1,6 +1,6 @@
 """Topology of point clouds: beta_0 at a fixed scale, Rips persistence, Betti curves and distances.
 
-Conventions (METHOD.md section 7):
+Conventions (docs/method.md section 7):
 
 * beta_0 at scale eps (Euclidean) = the number of connected components of the graph that joins two
   points when their Euclidean distance is <= eps (an edge of length exactly eps joins). This equals
@@ -365,7 +365,7 @@ def betti0_curve(
 ) -> np.ndarray:
     """beta_0 at every eps in eps_values (int64 array); eps in distance units, or in hops for knn_geodesic.
 
-    ``k`` is used only by ``metric="knn_geodesic"`` (the spec fixes no value; choose it explicitly).
+    ``k`` is used only by ``metric="knn_geodesic"`` (docs/method.md section 7.5 fixes no value; choose it explicitly).
     """
     metric = _check_metric(metric)
     eps_arr = _check_eps_values(eps_values)

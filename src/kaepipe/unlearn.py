@@ -1,4 +1,4 @@
-"""Class unlearning by editing the Koopman operator (METHOD section 8), its evaluation and its baselines.
+"""Class unlearning by editing the Koopman operator (docs/method.md section 8), its evaluation and its baselines.
 
 Row-vector convention throughout: the k-step operator is O = (K^k)^T, so the outputs of observables
 Z (n x p) are Y = Z O. An edit returns a new p x p matrix O' and never touches the KAE; `KoopmanAutoencoder.with_operator`
@@ -115,10 +115,10 @@ def edit_targets(Z, Y, forget: np.ndarray, mode: str = "nearest", labels: np.nda
                  centroids: tuple[np.ndarray, torch.Tensor] | None = None) -> np.ndarray:
     """Targets T for the forgotten rows, float64.
 
-    nearest:   (METHOD 8.3) for each forgotten sample, the output Y of its nearest clean sample in
+    nearest:   (docs/method.md section 8.3) for each forgotten sample, the output Y of its nearest clean sample in
                observable space (the observables Z = phi(x0), Euclidean).
     shared:    one target for all: the target of the first forgotten sample, i.e. the output of the
-               clean sample nearest to it (METHOD: "the one of the first forgotten sample", the
+               clean sample nearest to it (docs/method.md section 8.3; the
                paper's MNIST runs).
     centroid:  (beyond the paper) for each forgotten sample, the centroid of the outputs of the
                retained class whose centroid is nearest to its own output Y: a point deep inside a
@@ -239,7 +239,7 @@ def edit_operator(O, Z, labels: np.ndarray, target_class: int, targets: str = "n
 
 def paper_edit(O, Z, labels: np.ndarray, target_class: int, reg: float = 0.1,
                targets: str = "nearest") -> np.ndarray:
-    """The paper's edit (METHOD 8): O' = O + Delta in float64; the inputs (and the KAE) are not modified.
+    """The paper's edit (docs/method.md section 8.4): O' = O + Delta in float64; the inputs (and the KAE) are not modified.
 
     O = (K^k)^T, Z = phi(pre(x0)) on the training set, labels its classes: the forget set F is the
     target class, the clean set C the rest, targets T per `targets` (nearest | shared), R = T - H O with

@@ -1,4 +1,4 @@
-"""The paper's figures (METHOD section 9) and diagnostics, with deterministic PNG/PDF bytes.
+"""The paper's figures (docs/method.md section 9) and diagnostics, with deterministic PNG/PDF bytes.
 
 Plot functions take arrays or DataFrames and return a matplotlib Figure; `save_figure` writes it
 atomically as PNG and PDF without timestamps or version strings, so the same data give the same

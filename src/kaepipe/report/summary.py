@@ -1,8 +1,8 @@
 """The final aggregation: every table against the published values, the configuration, the library
 versions and the wall time of each stage, written to results/summary.md (+ CSV/Markdown/LaTeX tables).
 
-Published numbers are those of METHOD.md: accuracy (section 6), topology (section 7), editing
-(section 8). `difference` is always ours - published (in the table's units).
+Published numbers are those of docs/method.md section 11: accuracy (11.1), topology (11.2), editing
+(11.3). `difference` is always ours - published (in the table's units).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from kaepipe.published import PROTOCOL, published_accuracy, published_editing, p
 from kaepipe.report.tables import cell, mean_std, to_markdown
 
 TABLE_TITLES = {
-    "accuracy": "Surrogate accuracy (METHOD section 6)",
-    "topology": "beta_0 of base layers and KAE iterates (METHOD section 7)",
-    "isometry": "Isometry study: phi(x_L) against x_L (METHOD section 7)",
-    "editing": "Class unlearning by editing K (METHOD section 8)",
+    "accuracy": "Surrogate accuracy (docs/method.md section 6)",
+    "topology": "beta_0 of base layers and KAE iterates (docs/method.md section 7)",
+    "isometry": "Isometry study: phi(x_L) against x_L (docs/method.md section 7.4)",
+    "editing": "Class unlearning by editing K (docs/method.md section 8)",
     "baselines": "Unlearning baselines",
     "walltime": "Wall time per stage (benchmark files)",
 }
@@ -137,7 +137,7 @@ def isometry_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 def editing_comparison(editing: pd.DataFrame, sources: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The editing table of the unlearning stage (results/tables/editing.csv: one row per dataset, protocol,
-    method and target class with target_/retained_{before,after}_{mean,std} over seeds) against METHOD 8.
+    method and target class with target_/retained_{before,after}_{mean,std} over seeds) against docs/method.md section 11.3.
 
     Published values apply to the `paper` method and protocol; the retained classes are not published."""
     rows = []

@@ -1,4 +1,4 @@
-"""The topology stage: beta_0 of layers and KAE iterates, and the isometry study (METHOD.md section 7).
+"""The topology stage: beta_0 of layers and KAE iterates, and the isometry study (docs/method.md section 7).
 
 Stage functions called by the workflow scripts (``workflow/scripts/topology_*.py``,
 ``isometry*.py``); the geometry itself lives in :mod:`kaepipe.topology`.
