@@ -24,5 +24,5 @@ include: "workflow/rules/summary.smk"
 
 rule all:
     input:
-        FINAL_TARGETS,
+        get_final_output(),
     default_target: True

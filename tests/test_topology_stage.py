@@ -106,9 +106,9 @@ def test_subset_indices_and_kae_paths():
     np.testing.assert_array_equal(subset_indices(10, None, 0), np.arange(10))
     np.testing.assert_array_equal(subset_indices(10, 50, 0), np.arange(10))
     cfg = {"datasets": {"a": {"kae": {"lambda_iso": [1, 0.001], "main_lambda_iso": 1, "seeds": [5, 7]}}}}
-    assert kae_paths(cfg, ["a"], "{d}/{lam}/{seed}", main_only=True) == ["a/1/5", "a/1/7"]
-    assert kae_paths(cfg, ["a"], "{d}/{lam}") == ["a/1", "a/0.001"]
-    assert kae_paths(cfg, ["a"], "{d}/{lam}/{seed}", lambda_tags=["0.001"]) == ["a/0.001/5", "a/0.001/7"]
+    assert kae_paths(cfg, ["a"], "{dataset}/{lam}/{seed}", main_only=True) == ["a/1/5", "a/1/7"]
+    assert kae_paths(cfg, ["a"], "{dataset}/{lam}") == ["a/1", "a/0.001"]
+    assert kae_paths(cfg, ["a"], "{dataset}/{lam}/{seed}", lambda_tags=["0.001"]) == ["a/0.001/5", "a/0.001/7"]
     assert topology_reps_path({"datasets": {"a": {"source": "yinyang", "evaluation": {"paper": "train",
                                                                                          "heldout": "test"}}}},
                                 "a") == "results/a/reps/test.pt"

@@ -3,9 +3,9 @@ rule base_model:
     input:
         unpack(data_paths),
     output:
-        model="results/{dataset}/base/model.safetensors",
-        curve="results/{dataset}/base/curve.parquet",
-        metrics="results/{dataset}/base/metrics.json",
+        model=P.BASE_MODEL,
+        curve=P.BASE_CURVE,
+        metrics=P.BASE_METRICS,
     params:
         ds=ds_subset("base", "splits"),
     log:
@@ -21,6 +21,3 @@ rule base_model:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/base_model.py"
-
-
-FINAL_TARGETS.extend(expand("results/{dataset}/base/metrics.json", dataset=DATASETS))

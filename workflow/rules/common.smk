@@ -1,6 +1,6 @@
 # Config loading and validation, and the helpers every rule file uses.
-import kaepipe
-from kaepipe.config import check_semantics, config_subset, dataset_config, lambda_tag, validate_config
+from kaepipe.config import check_semantics, config_subset, dataset_config, validate_config
+from kaepipe.stages import paths as P
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -45,18 +45,20 @@ def ds_subset(*keys, drop=()):
 
 
 def data_paths(wildcards):
-    return {s: f"results/{wildcards.dataset}/data/{s}.parquet" for s in SPLITS}
+    """The dataset's splits (input function)."""
+    return {s: P.fill(P.SPLIT, dataset=wildcards.dataset, split=s) for s in SPLITS}
 
 
-def kae_outputs(name, datasets=None):
-    """One file per KAE of the grid: results/{dataset}/kae/iso{lam}/seed{seed}/<name>."""
-    out = []
-    for d in datasets or DATASETS:
-        kae = config["datasets"][d]["kae"]
-        out += expand(f"results/{d}/kae/iso{{lam}}/seed{{seed}}/{name}",
-                      lam=[lambda_tag(x) for x in kae["lambda_iso"]], seed=kae["seeds"])
-    return out
+def paper_reps(wildcards):
+    """The reps file of the split the paper shows (input function)."""
+    return P.fill(P.REPS, dataset=wildcards.dataset, split=P.paper_split(config, wildcards.dataset))
 
 
-# Each rule file adds its final outputs here; `rule all` (Snakefile) asks for all of them.
-FINAL_TARGETS = []
+def kae_outputs(template, datasets=None):
+    """A KAE template (P.KAE_*) filled for every KAE of the grid of the datasets (default: all of `run`)."""
+    return P.kae_paths(config, datasets or DATASETS, template)
+
+
+def get_final_output():
+    """Everything `snakemake` without a target builds (kaepipe.stages.paths.final_outputs), the summary last."""
+    return P.final_outputs(config)

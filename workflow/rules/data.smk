@@ -1,7 +1,7 @@
 rule dataset:
     """Generate (Yin-Yang) or read and verify (IDX) one split of a dataset and write it to Parquet."""
     output:
-        "results/{dataset}/data/{split}.parquet",
+        P.SPLIT,
     params:
         ds=ds_subset("root", "features", "splits"),
         cache_dir=config.get("cache_dir", "results/cache"),

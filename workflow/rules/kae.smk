@@ -1,12 +1,12 @@
 rule kae:
     """Train one Koopman autoencoder from L0 to the last layer at one isometry weight and seed."""
     input:
-        reps="results/{dataset}/reps/train.pt",
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
+        reps=P.partial(P.REPS, split="train"),
+        preprocessing=P.PREPROCESSING,
     output:
-        model="results/{dataset}/kae/iso{lam}/seed{seed}/model.safetensors",
-        losses="results/{dataset}/kae/iso{lam}/seed{seed}/losses.parquet",
-        metrics="results/{dataset}/kae/iso{lam}/seed{seed}/metrics.json",
+        model=P.KAE_MODEL,
+        losses=P.KAE_LOSSES,
+        metrics=P.KAE_METRICS,
     params:
         ds=ds_subset("kae"),
     log:
@@ -27,13 +27,13 @@ rule kae:
 rule surrogate_accuracy:
     """Classify through the KAE (L0 -> phi -> K^k -> psi -> output layer) under every protocol."""
     input:
-        kae="results/{dataset}/kae/iso{lam}/seed{seed}/model.safetensors",
-        base="results/{dataset}/base/model.safetensors",
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
-        train="results/{dataset}/reps/train.pt",
-        test="results/{dataset}/reps/test.pt",
+        kae=P.KAE_MODEL,
+        base=P.BASE_MODEL,
+        preprocessing=P.PREPROCESSING,
+        train=P.partial(P.REPS, split="train"),
+        test=P.partial(P.REPS, split="test"),
     output:
-        "results/{dataset}/kae/iso{lam}/seed{seed}/accuracy.json",
+        P.KAE_ACCURACY,
     params:
         ds=ds_subset("base", "kae"),
     log:

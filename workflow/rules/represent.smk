@@ -2,13 +2,13 @@ rule representations:
     """Record every layer of the frozen base network and fit the preprocessing on the training split."""
     input:
         unpack(data_paths),
-        model="results/{dataset}/base/model.safetensors",
+        model=P.BASE_MODEL,
     output:
-        train_parquet="results/{dataset}/reps/train.parquet",
-        test_parquet="results/{dataset}/reps/test.parquet",
-        train_pt="results/{dataset}/reps/train.pt",
-        test_pt="results/{dataset}/reps/test.pt",
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
+        train_parquet=P.partial(P.REPS_PARQUET, split="train"),
+        test_parquet=P.partial(P.REPS_PARQUET, split="test"),
+        train_pt=P.partial(P.REPS, split="train"),
+        test_pt=P.partial(P.REPS, split="test"),
+        preprocessing=P.PREPROCESSING,
     params:
         ds=ds_subset("base", "preprocess"),
     log:
@@ -24,8 +24,3 @@ rule representations:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/representations.py"
-
-
-FINAL_TARGETS.extend(
-    expand("results/{dataset}/reps/{split}.{ext}", dataset=DATASETS, split=SPLITS, ext=["parquet", "pt"])
-)

@@ -4,17 +4,7 @@
 
 
 # Stage tables the summary compares with the paper, when their stage is in this workflow.
-SUMMARY_INPUTS = {
-    name: path
-    for name, path in {
-        "accuracy": "results/tables/accuracy.csv",
-        "topology": "results/tables/topology.csv",
-        "isometry": "results/tables/isometry.csv",
-        "editing": "results/tables/editing.csv",
-        "baselines": "results/tables/unlearning_baselines.csv",
-    }.items()
-    if any(str(f) == path for r in workflow.rules for f in r.output)
-}
+SUMMARY_INPUTS = P.summary_inputs(config)
 SUMMARY_TABLES = [*SUMMARY_INPUTS, "walltime"]
 
 
@@ -23,16 +13,16 @@ rule summary:
     input:
         **SUMMARY_INPUTS,
         # every other final target: the summary runs last, so its wall-time table sees every stage
-        upstream=lambda w: [t for t in FINAL_TARGETS if t != "results/summary.md"],
+        upstream=lambda w: P.final_outputs(config, summary=False),
     output:
-        md=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+        md=report(P.SUMMARY, caption="../report/summary.rst", category="Summary"),
         csv=[
-            report(f"results/tables/summary_{name}.csv", caption="../report/summary_table.rst",
+            report(P.table(f"summary_{name}.csv"), caption="../report/summary_table.rst",
                    category="Summary", labels={"table": name})
             for name in SUMMARY_TABLES
         ],
-        md_tables=expand("results/tables/summary_{name}.md", name=SUMMARY_TABLES),
-        tex=expand("results/tables/summary_{name}.tex", name=SUMMARY_TABLES),
+        md_tables=[P.table(f"summary_{name}.md") for name in SUMMARY_TABLES],
+        tex=[P.table(f"summary_{name}.tex") for name in SUMMARY_TABLES],
     params:
         tables=SUMMARY_TABLES,
         benchmarks="results/benchmarks",
@@ -49,6 +39,3 @@ rule summary:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/summary.py"
-
-
-FINAL_TARGETS.append("results/summary.md")

@@ -1,13 +1,13 @@
 rule accuracy_table:
     """Aggregate MLP and KAE surrogate accuracies into the paper's accuracy table, mean (std) over seeds."""
     input:
-        base=expand("results/{dataset}/base/metrics.json", dataset=DATASETS),
-        kae=kae_outputs("accuracy.json"),
+        base=expand(P.BASE_METRICS, dataset=DATASETS),
+        kae=kae_outputs(P.KAE_ACCURACY),
     output:
-        csv="results/tables/accuracy.csv",
-        md="results/tables/accuracy.md",
-        tex="results/tables/accuracy.tex",
-        long="results/tables/accuracy_long.csv",
+        csv=P.table("accuracy.csv"),
+        md=P.table("accuracy.md"),
+        tex=P.table("accuracy.tex"),
+        long=P.table("accuracy_long.csv"),
     log:
         "results/logs/tables/accuracy.log",
     benchmark:
@@ -21,6 +21,3 @@ rule accuracy_table:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/accuracy_table.py"
-
-
-FINAL_TARGETS.append("results/tables/accuracy.csv")

@@ -2,17 +2,16 @@
 # Per dataset: beta_0 of every base layer; per KAE at the main lambda_iso: beta_0 of every decoded
 # iterate; per KAE of the grid: Rips diagrams of phi(x_L) against x_L. Settings: the optional
 # `topology` block of a dataset (defaults in kaepipe.topology_stage.DEFAULTS). Networks run on the CPU.
-from kaepipe.stages.paths import kae_paths, topology_reps_path
 
 
 rule topology_layers:
     """beta_0 at eps_layers (and the whole beta_0(eps) curve) of every preprocessed base layer."""
     input:
-        reps=lambda w: topology_reps_path(config, w.dataset),
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
+        reps=lambda w: P.topology_reps_path(config, w.dataset),
+        preprocessing=P.PREPROCESSING,
     output:
-        table="results/{dataset}/topology/layers.parquet",
-        curves="results/{dataset}/topology/layers_curves.parquet",
+        table=P.TOPOLOGY_LAYERS,
+        curves=P.TOPOLOGY_LAYER_CURVES,
     params:
         ds=ds_subset("base", "topology"),
     log:
@@ -32,12 +31,12 @@ rule topology_layers:
 rule topology_iterates:
     """beta_0 at eps_iterates (and the whole curve) of every decoded iterate t = 0..k of one KAE."""
     input:
-        kae="results/{dataset}/kae/iso{lam}/seed{seed}/model.safetensors",
-        reps=lambda w: topology_reps_path(config, w.dataset),
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
+        kae=P.KAE_MODEL,
+        reps=lambda w: P.topology_reps_path(config, w.dataset),
+        preprocessing=P.PREPROCESSING,
     output:
-        table="results/{dataset}/topology/iterates/iso{lam}/seed{seed}.parquet",
-        curves="results/{dataset}/topology/iterates/iso{lam}/seed{seed}_curves.parquet",
+        table=P.TOPOLOGY_ITERATES,
+        curves=P.TOPOLOGY_ITERATE_CURVES,
     params:
         ds=ds_subset("kae", "topology"),
     log:
@@ -57,10 +56,10 @@ rule topology_iterates:
 rule isometry_original:
     """Rips diagram (H0 exact, H1 up to the threshold) of the preprocessed last layer of the isometry points."""
     input:
-        reps=lambda w: topology_reps_path(config, w.dataset),
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
+        reps=lambda w: P.topology_reps_path(config, w.dataset),
+        preprocessing=P.PREPROCESSING,
     output:
-        "results/{dataset}/topology/isometry/original_diagram.parquet",
+        P.ISOMETRY_ORIGINAL,
     params:
         ds=ds_subset("topology"),
     log:
@@ -80,15 +79,15 @@ rule isometry_original:
 rule isometry:
     """phi(x_L) of the KAEs of one lambda_iso (every seed) against x_L: diagrams, distances, Betti curves."""
     input:
-        kae=lambda w: kae_paths(config, [w.dataset], "results/{d}/kae/iso{lam}/seed{seed}/model.safetensors",
+        kae=lambda w: P.kae_paths(config, [w.dataset], P.KAE_MODEL,
                                 lambda_tags=[w.lam]),
-        reps=lambda w: topology_reps_path(config, w.dataset),
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
-        original="results/{dataset}/topology/isometry/original_diagram.parquet",
+        reps=lambda w: P.topology_reps_path(config, w.dataset),
+        preprocessing=P.PREPROCESSING,
+        original=P.ISOMETRY_ORIGINAL,
     output:
-        diagrams="results/{dataset}/topology/isometry/iso{lam}/diagrams.parquet",
-        curves="results/{dataset}/topology/isometry/iso{lam}/betti_curves.parquet",
-        metrics="results/{dataset}/topology/isometry/iso{lam}/metrics.json",
+        diagrams=P.ISOMETRY_DIAGRAMS,
+        curves=P.ISOMETRY_CURVES,
+        metrics=P.ISOMETRY_METRICS,
     params:
         ds=ds_subset("kae", "topology"),
     log:
@@ -108,12 +107,12 @@ rule isometry:
 rule topology_table:
     """The long beta_0 table (layers and KAE iterates) and its summary over seeds."""
     input:
-        layers=expand("results/{dataset}/topology/layers.parquet", dataset=DATASETS),
-        iterates=kae_paths(config, DATASETS, "results/{d}/topology/iterates/iso{lam}/seed{seed}.parquet", main_only=True),
+        layers=expand(P.TOPOLOGY_LAYERS, dataset=DATASETS),
+        iterates=P.kae_paths(config, DATASETS, P.TOPOLOGY_ITERATES, main_only=True),
     output:
-        csv="results/tables/topology.csv",
-        summary="results/tables/topology_summary.csv",
-        md="results/tables/topology_summary.md",
+        csv=P.table("topology.csv"),
+        summary=P.table("topology_summary.csv"),
+        md=P.table("topology_summary.md"),
     log:
         "results/logs/tables/topology.log",
     benchmark:
@@ -132,11 +131,11 @@ rule topology_table:
 rule isometry_table:
     """The isometry table: mean (population std) over seeds per dataset and lambda_iso."""
     input:
-        kae_paths(config, DATASETS, "results/{d}/topology/isometry/iso{lam}/metrics.json"),
+        P.kae_paths(config, DATASETS, P.ISOMETRY_METRICS),
     output:
-        csv="results/tables/isometry.csv",
-        md="results/tables/isometry.md",
-        long="results/tables/isometry_long.csv",
+        csv=P.table("isometry.csv"),
+        md=P.table("isometry.md"),
+        long=P.table("isometry_long.csv"),
     log:
         "results/logs/tables/isometry.log",
     benchmark:
@@ -150,6 +149,3 @@ rule isometry_table:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/isometry_table.py"
-
-
-FINAL_TARGETS.extend(["results/tables/topology.csv", "results/tables/isometry.csv"])

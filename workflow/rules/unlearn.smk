@@ -2,7 +2,6 @@
 # class and KAE seed (at the main isometry weight), the two baselines that retrain or fine-tune the base
 # network without the class, the trade-off study, and the tables. Settings: the optional `unlearn`
 # block of a dataset (defaults in kaepipe.unlearn.DEFAULTS).
-from kaepipe.stages.paths import baseline_paths, edit_paths
 
 
 wildcard_constraints:
@@ -13,14 +12,14 @@ wildcard_constraints:
 rule unlearn_edit:
     """Edit the KAE's k-step operator to forget one class (every configured method); evaluate before/after."""
     input:
-        kae="results/{dataset}/kae/iso{lam}/seed{seed}/model.safetensors",
-        base="results/{dataset}/base/model.safetensors",
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
-        train="results/{dataset}/reps/train.pt",
-        test="results/{dataset}/reps/test.pt",
+        kae=P.KAE_MODEL,
+        base=P.BASE_MODEL,
+        preprocessing=P.PREPROCESSING,
+        train=P.partial(P.REPS, split="train"),
+        test=P.partial(P.REPS, split="test"),
     output:
-        json="results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/edit.json",
-        model="results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/edited.safetensors",
+        json=P.EDIT,
+        model=P.EDITED_MODEL,
     params:
         ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     log:
@@ -41,13 +40,13 @@ rule unlearn_edit:
 rule unlearn_study:
     """The trade-off study of one edit: target vs retained accuracy over targets x reg x strength x rank."""
     input:
-        kae="results/{dataset}/kae/iso{lam}/seed{seed}/model.safetensors",
-        base="results/{dataset}/base/model.safetensors",
-        preprocessing="results/{dataset}/reps/preprocessing.safetensors",
-        train="results/{dataset}/reps/train.pt",
-        test="results/{dataset}/reps/test.pt",
+        kae=P.KAE_MODEL,
+        base=P.BASE_MODEL,
+        preprocessing=P.PREPROCESSING,
+        train=P.partial(P.REPS, split="train"),
+        test=P.partial(P.REPS, split="test"),
     output:
-        "results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/study.parquet",
+        P.STUDY,
     params:
         ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     log:
@@ -69,10 +68,10 @@ rule unlearn_baseline:
     """Retrain the base network without the class (gold standard) or fine-tune it on the retained classes."""
     input:
         unpack(data_paths),
-        base="results/{dataset}/base/model.safetensors",
+        base=P.BASE_MODEL,
     output:
-        json="results/{dataset}/unlearn/baselines/{baseline}/class{target}/metrics.json",
-        model="results/{dataset}/unlearn/baselines/{baseline}/class{target}/model.safetensors",
+        json=P.BASELINE_METRICS,
+        model=P.BASELINE_MODEL,
     params:
         ds=ds_subset("base", "splits", "unlearn", drop=("unlearn.study", "unlearn.region", "unlearn.methods")),
     log:
@@ -94,18 +93,18 @@ rule unlearn_tables:
     """The editing table (target and retained accuracy before -> after, mean (std) over seeds), the
     per-class table, the baselines with the edits' speed-ups and the trade-off study."""
     input:
-        edits=edit_paths(config, "edit.json"),
-        baselines=baseline_paths(config, "metrics.json"),
-        studies=edit_paths(config, "study.parquet", study=True),
+        edits=P.edit_paths(config, P.EDIT),
+        baselines=P.baseline_paths(config, P.BASELINE_METRICS),
+        studies=P.edit_paths(config, P.STUDY, study=True),
     output:
-        editing="results/tables/editing.csv",
-        editing_md="results/tables/editing.md",
-        editing_tex="results/tables/editing.tex",
-        per_class="results/tables/editing_per_class.csv",
-        study="results/tables/unlearning_study.csv",
-        baselines="results/tables/unlearning_baselines.csv",
-        baselines_md="results/tables/unlearning_baselines.md",
-        baselines_tex="results/tables/unlearning_baselines.tex",
+        editing=P.table("editing.csv"),
+        editing_md=P.table("editing.md"),
+        editing_tex=P.table("editing.tex"),
+        per_class=P.table("editing_per_class.csv"),
+        study=P.table("unlearning_study.csv"),
+        baselines=P.table("unlearning_baselines.csv"),
+        baselines_md=P.table("unlearning_baselines.md"),
+        baselines_tex=P.table("unlearning_baselines.tex"),
     log:
         "results/logs/unlearn_tables/tables.log",
     benchmark:
@@ -119,7 +118,3 @@ rule unlearn_tables:
         "../envs/kaepipe.yaml"
     script:
         "../scripts/unlearn_tables.py"
-
-
-if edit_paths(config, "edit.json"):
-    FINAL_TARGETS.extend(["results/tables/editing.csv", "results/tables/unlearning_baselines.csv"])

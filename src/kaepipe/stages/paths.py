@@ -1,4 +1,11 @@
-"""TODO."""
+"""Every result path of the workflow, in one place: templates, the grid expansions and the final outputs.
+
+The rule files (`workflow/rules/*.smk`) build their inputs and outputs from these templates, and the
+input helpers below expand them over the configured grid; nothing else spells a result path. Templates
+use Snakemake's wildcard syntax (``{dataset}``, ``{split}``, ``{lam}``, ``{seed}``, ``{target}``,
+``{baseline}``, ``{name}``) and :func:`fill` fills them in Python. This module imports no heavy library
+(the Snakefile imports it at parse time).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +15,84 @@ from typing import Any
 from kaepipe.config import dataset_config, lambda_tag
 from kaepipe.settings import evaluation_split, pick_lambdas, unlearn_settings
 
+RESULTS = "results"
 
-def topology_reps_path(config: Mapping[str, Any], dataset: str) -> str:
-    """results/{dataset}/reps/{split}.pt of the split that the dataset's topology.protocol measures."""
+# data and base network
+SPLIT = "results/{dataset}/data/{split}.parquet"
+BASE_MODEL = "results/{dataset}/base/model.safetensors"
+BASE_CURVE = "results/{dataset}/base/curve.parquet"
+BASE_METRICS = "results/{dataset}/base/metrics.json"
+# representations
+REPS_PARQUET = "results/{dataset}/reps/{split}.parquet"
+REPS = "results/{dataset}/reps/{split}.pt"
+PREPROCESSING = "results/{dataset}/reps/preprocessing.safetensors"
+# one KAE of the grid (isometry weight x seed)
+KAE_DIR = "results/{dataset}/kae/iso{lam}/seed{seed}"
+KAE_MODEL = KAE_DIR + "/model.safetensors"
+KAE_LOSSES = KAE_DIR + "/losses.parquet"
+KAE_METRICS = KAE_DIR + "/metrics.json"
+KAE_ACCURACY = KAE_DIR + "/accuracy.json"
+# topology
+TOPOLOGY_LAYERS = "results/{dataset}/topology/layers.parquet"
+TOPOLOGY_LAYER_CURVES = "results/{dataset}/topology/layers_curves.parquet"
+TOPOLOGY_ITERATES = "results/{dataset}/topology/iterates/iso{lam}/seed{seed}.parquet"
+TOPOLOGY_ITERATE_CURVES = "results/{dataset}/topology/iterates/iso{lam}/seed{seed}_curves.parquet"
+ISOMETRY_ORIGINAL = "results/{dataset}/topology/isometry/original_diagram.parquet"
+ISOMETRY_DIR = "results/{dataset}/topology/isometry/iso{lam}"
+ISOMETRY_DIAGRAMS = ISOMETRY_DIR + "/diagrams.parquet"
+ISOMETRY_CURVES = ISOMETRY_DIR + "/betti_curves.parquet"
+ISOMETRY_METRICS = ISOMETRY_DIR + "/metrics.json"
+# unlearning
+EDIT_DIR = "results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}"
+EDIT = EDIT_DIR + "/edit.json"
+EDITED_MODEL = EDIT_DIR + "/edited.safetensors"
+STUDY = EDIT_DIR + "/study.parquet"
+BASELINE_DIR = "results/{dataset}/unlearn/baselines/{baseline}/class{target}"
+BASELINE_MODEL = BASELINE_DIR + "/model.safetensors"
+BASELINE_METRICS = BASELINE_DIR + "/metrics.json"
+# tables, figures, summary
+TABLE = "results/tables/{name}"
+FIGURE = "results/figures/{name}_{dataset}.{ext}"
+SUMMARY = "results/summary.md"
+LOG = "results/logs/{rule}/{name}.log"
+BENCHMARK = "results/benchmarks/{rule}/{name}.tsv"
 
-    return f"results/{dataset}/reps/{evaluation_split(dataset_config(config, dataset))}.pt"
+
+def fill(template: str, **wildcards: Any) -> str:
+    """A template with its wildcards filled in (`fill(KAE_MODEL, dataset="mnist", lam="0.001", seed=21)`)."""
+    return template.format(**wildcards)
 
 
-def kae_paths(config: Mapping[str, Any], datasets: Sequence[str], pattern: str, main_only: bool = False,
+def table(name: str) -> str:
+    """results/tables/<name> (name with its extension)."""
+    return fill(TABLE, name=name)
+
+
+def log(rule: str, name: str = "{dataset}") -> str:
+    """The log of a rule's job (name in wildcard syntax)."""
+    return LOG.replace("{rule}", rule).replace("{name}", name)
+
+
+def benchmark(rule: str, name: str = "{dataset}") -> str:
+    """The benchmark file of a rule's job (name in wildcard syntax)."""
+    return BENCHMARK.replace("{rule}", rule).replace("{name}", name)
+
+
+def figure(name: str, ext: str, dataset: str = "{dataset}") -> str:
+    return FIGURE.replace("{name}", name).replace("{ext}", ext).replace("{dataset}", dataset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansions over the configured grid
+# ---------------------------------------------------------------------------------------------
+
+def kae_paths(config: Mapping[str, Any], datasets: Sequence[str], template: str, main_only: bool = False,
               lambda_tags: Sequence[str] | None = None) -> list[str]:
-    """Paths from a pattern with {d}, {lam} and {seed} for every KAE of the datasets, without duplicates.
+    """A template with {dataset}, {lam} and {seed} filled for every KAE of the datasets, without duplicates.
 
     lambda_iso: the whole grid, the main one only (`main_only`), or the given tags (`lambda_tags`).
-    A pattern without {seed} gives one path per dataset and lambda_iso.
+    A template without {seed} gives one path per dataset and lambda_iso.
     """
-
     out: list[str] = []
     for d in datasets:
         kae = config["datasets"][d]["kae"]
@@ -30,10 +100,15 @@ def kae_paths(config: Mapping[str, Any], datasets: Sequence[str], pattern: str, 
         tags = list(lambda_tags) if lambda_tags is not None else [lambda_tag(lam) for lam in lams]
         for tag in tags:
             for s in kae["seeds"]:
-                path = pattern.format(d=d, lam=tag, seed=s)
+                path = template.format(dataset=d, lam=tag, seed=s)
                 if path not in out:
                     out.append(path)
     return out
+
+
+def topology_reps_path(config: Mapping[str, Any], dataset: str) -> str:
+    """The reps file of the split that the dataset's topology.protocol measures."""
+    return fill(REPS, dataset=dataset, split=evaluation_split(dataset_config(config, dataset)))
 
 
 def unlearn_datasets(config: Mapping, study: bool = False) -> list[str]:
@@ -46,27 +121,26 @@ def unlearn_datasets(config: Mapping, study: bool = False) -> list[str]:
     return out
 
 
-def edit_paths(config: Mapping, name: str, study: bool = False) -> list[str]:
-    """results/{dataset}/unlearn/iso{main}/seed{seed}/class{target}/<name> for every configured edit."""
-
+def edit_paths(config: Mapping, template: str, study: bool = False) -> list[str]:
+    """A template of EDIT_DIR filled for every configured edit (main lambda_iso, every seed and target)."""
     out = []
     for d in unlearn_datasets(config, study):
         kae = config["datasets"][d]["kae"]
         lam = lambda_tag(kae["main_lambda_iso"])
         for seed in kae["seeds"]:
             for target in config["datasets"][d]["unlearn"]["target_classes"]:
-                out.append(f"results/{d}/unlearn/iso{lam}/seed{seed}/class{target}/{name}")
+                out.append(fill(template, dataset=d, lam=lam, seed=seed, target=target))
     return out
 
 
-def baseline_paths(config: Mapping, name: str) -> list[str]:
-    """results/{dataset}/unlearn/baselines/{baseline}/class{target}/<name> for every configured baseline."""
+def baseline_paths(config: Mapping, template: str) -> list[str]:
+    """A template of BASELINE_DIR filled for every configured baseline and target."""
     out = []
     for d in unlearn_datasets(config):
         u = unlearn_settings(config["datasets"][d])
         for kind in u["baselines"]["run"]:
             for target in u["target_classes"]:
-                out.append(f"results/{d}/unlearn/baselines/{kind}/class{target}/{name}")
+                out.append(fill(template, dataset=d, baseline=kind, target=target))
     return out
 
 
@@ -76,16 +150,15 @@ def paper_split(config: Mapping, dataset: str) -> str:
     return evaluation.get("paper", next(iter(evaluation.values())))
 
 
-def main_kae_file(config: Mapping, dataset: str, name: str = "model.safetensors") -> str:
+def main_kae_file(config: Mapping, dataset: str, template: str = KAE_MODEL) -> str:
     """A file of the dataset's first-seed KAE at its main lambda_iso."""
-
     kae = config["datasets"][dataset]["kae"]
-    return f"results/{dataset}/kae/iso{lambda_tag(kae['main_lambda_iso'])}/seed{kae['seeds'][0]}/{name}"
+    return fill(template, dataset=dataset, lam=lambda_tag(kae["main_lambda_iso"]), seed=kae["seeds"][0])
 
 
 def reps_files(dataset: str, splits: Sequence[str] = ("train", "test")) -> dict[str, str]:
     """{reps_<split>: path} of every split (figures of the topology stage measure the split it names)."""
-    return {f"reps_{s}": f"results/{dataset}/reps/{s}.pt" for s in splits}
+    return {f"reps_{s}": fill(REPS, dataset=dataset, split=s) for s in splits}
 
 
 def isometry_lambdas(config: Mapping, dataset: str) -> list[float]:
@@ -95,32 +168,27 @@ def isometry_lambdas(config: Mapping, dataset: str) -> list[float]:
 
 def isometry_inputs(config: Mapping, dataset: str) -> dict[str, str]:
     """KAE (first seed) and Betti-curve files of the topology stage for each lambda_iso shown."""
-
     seed = config["datasets"][dataset]["kae"]["seeds"][0]
     out = {}
     for lam in isometry_lambdas(config, dataset):
         tag = lambda_tag(lam)
-        out[f"kae_{tag}"] = f"results/{dataset}/kae/iso{tag}/seed{seed}/model.safetensors"
-        out[f"curves_{tag}"] = f"results/{dataset}/topology/isometry/iso{tag}/betti_curves.parquet"
+        out[f"kae_{tag}"] = fill(KAE_MODEL, dataset=dataset, lam=tag, seed=seed)
+        out[f"curves_{tag}"] = fill(ISOMETRY_CURVES, dataset=dataset, lam=tag)
     return out
 
 
 def iterate_tables(config: Mapping, dataset: str) -> list[str]:
     """The topology stage's beta_0 tables of every seed's KAE at the main lambda_iso."""
-
-    kae = config["datasets"][dataset]["kae"]
-    lam = lambda_tag(kae["main_lambda_iso"])
-    return [f"results/{dataset}/topology/iterates/iso{lam}/seed{s}.parquet" for s in kae["seeds"]]
+    return kae_paths(config, [dataset], TOPOLOGY_ITERATES, main_only=True)
 
 
 def figure_files(names: Sequence[str], datasets: Sequence[str]) -> list[str]:
     """results/figures/<name>_<dataset>.{png,pdf} of every figure name and dataset."""
-    return [f"results/figures/{n}_{d}.{e}" for n in names for d in datasets for e in ("png", "pdf")]
+    return [figure(n, e, d) for n in names for d in datasets for e in ("png", "pdf")]
 
 
 def editing_target(config: Mapping, dataset: str, preferred: int = 4) -> int:
     """The class the editing figure forgets: the paper's (4) when edited, else the first edited class."""
-
     targets = [int(t) for t in unlearn_settings(config["datasets"][dataset])["target_classes"]]
     if not targets:
         raise ValueError(f"datasets.{dataset}.unlearn.target_classes is empty: no edit to draw")
@@ -129,12 +197,43 @@ def editing_target(config: Mapping, dataset: str, preferred: int = 4) -> int:
 
 def edited_file(config: Mapping, dataset: str) -> str:
     """The unlearning stage's edited model of the first-seed KAE (main lambda_iso) for the figure's class."""
-
     kae = config["datasets"][dataset]["kae"]
-    return (f"results/{dataset}/unlearn/iso{lambda_tag(kae['main_lambda_iso'])}/seed{kae['seeds'][0]}/"
-            f"class{editing_target(config, dataset)}/edited.safetensors")
+    return fill(EDITED_MODEL, dataset=dataset, lam=lambda_tag(kae["main_lambda_iso"]), seed=kae["seeds"][0],
+                target=editing_target(config, dataset))
 
 
 def edited_datasets(config: Mapping, datasets: Sequence[str]) -> list[str]:
     """The datasets with an `unlearn` block (those the unlearning stage edits)."""
     return [d for d in datasets if config["datasets"][d].get("unlearn")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The final outputs
+# ---------------------------------------------------------------------------------------------
+
+def summary_inputs(config: Mapping) -> dict[str, str]:
+    """The stage tables the summary compares with the paper: those of the stages this config runs."""
+    out = {"accuracy": table("accuracy.csv"), "topology": table("topology.csv"), "isometry": table("isometry.csv")}
+    if unlearn_datasets(config):
+        out.update(editing=table("editing.csv"), baselines=table("unlearning_baselines.csv"))
+    return out
+
+
+def final_outputs(config: Mapping, summary: bool = True) -> list[str]:
+    """Everything a full run produces for the datasets of `run`; the summary last (unless `summary` is False)."""
+    datasets = list(config["run"])
+    out = [fill(BASE_METRICS, dataset=d) for d in datasets]
+    out += [fill(t, dataset=d, split=s) for d in datasets for s in ("train", "test") for t in (REPS_PARQUET, REPS)]
+    out += list(summary_inputs(config).values())
+    out += figure_files(["layers", "training", "path", "isometry", "topology"], datasets)
+    out += figure_files(["editing"], edited_datasets(config, datasets))
+    if summary:
+        out.append(SUMMARY)
+    return out
+
+
+def partial(template: str, **wildcards: Any) -> str:
+    """A template with only the named wildcards filled (the others stay for Snakemake)."""
+    for k, v in wildcards.items():
+        template = template.replace("{" + k + "}", str(v))
+    return template
