@@ -133,15 +133,14 @@ def train_base(job: dict) -> dict:
 
 def write_splits(ds: dict, config: dict, work: Path) -> dict[str, str]:
     """The dataset's train and test splits as Parquet under `work` (built once, shared by the runs)."""
-    from kaepipe.data import prepare_idx_root, write_split
+    from kaepipe.data import get_source, write_split
 
     paths = {}
     for split in ("train", "test"):
         paths[split] = str(work / f"{split}.parquet")
         if not Path(paths[split]).exists():
             root = None
-            if ds["source"] != "yinyang":
-                root = prepare_idx_root(ds["source"], ds["root"], config.get("cache_dir", "results/cache"), [split])
+            root = get_source(ds["source"]).prepare(ds.get("root"), config.get("cache_dir", "results/cache"), [split])
             work.mkdir(parents=True, exist_ok=True)
             write_split(ds, split, paths[split], root)
     return paths

@@ -1,8 +1,8 @@
 """The package's layers, read from the source with `ast`: imports at module top, only downward, no cycles.
 
 Layers, bottom to top (a module may import its own layer and those below it):
-foundations (errors, config, io, settings, published) -> library (linalg, data, nn, represent, evaluate,
-topology, unlearn) -> report -> stages (every run_*, the rule runtime, the reference-checkpoint study) -> cli.
+foundations (errors, config, io, tensor_io, published) -> library (linalg, data and its source registry,
+settings, nn, represent, evaluate, topology, unlearn) -> report -> stages (every run_*, the rule runtime, the reference-checkpoint study) -> cli.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "kaepipe"
 
 LAYERS = {
-    "foundations": ["kaepipe.errors", "kaepipe.config", "kaepipe.io", "kaepipe.settings", "kaepipe.published"],
-    "library": ["kaepipe.linalg", "kaepipe.data", "kaepipe.nn", "kaepipe.represent", "kaepipe.evaluate",
+    "foundations": ["kaepipe.errors", "kaepipe.config", "kaepipe.io", "kaepipe.tensor_io", "kaepipe.published"],
+    "library": ["kaepipe.linalg", "kaepipe.data", "kaepipe.settings", "kaepipe.nn", "kaepipe.represent", "kaepipe.evaluate",
                 "kaepipe.topology", "kaepipe.unlearn", "kaepipe.model"],
     "report": ["kaepipe.report"],
     "stages": ["kaepipe.stages", "kaepipe.runtime", "kaepipe.reference", "kaepipe.api"],

@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
-from kaepipe.config import config_subset, dataset_config, lambda_tag, load_yaml, merged, validate_config
+from kaepipe.config import config_subset, dataset_config, lambda_tag, load_yaml, merged
 from kaepipe.errors import ConfigError
+from kaepipe.settings import validate_config
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ BAD = [
     ("unknown source", "datasets.mnist.source", "cifar", r"datasets\.mnist\.source': 'cifar' is not one of"),
     ("unknown dataset in run", "run", ["yinyang", "imagenet"], r"'run': unknown dataset 'imagenet'"),
     ("empty run list", "run", [], r"'run'"),
-    ("wrong class count", "datasets.yinyang.classes", 4, r"Yin-Yang has 3 classes"),
+    ("wrong class count", "datasets.yinyang.classes", 4, r"datasets\.yinyang\.classes': yinyang has 3 classes, got 4"),
     ("missing required key", "datasets.yinyang.base.width", KeyError, r"'width' is a required property"),
     ("non-positive lr", "datasets.yinyang.base.lr", 0, r"datasets\.yinyang\.base\.lr'"),
     ("empty seed list", "datasets.yinyang.kae.seeds", [], r"datasets\.yinyang\.kae\.seeds'"),

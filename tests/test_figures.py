@@ -186,10 +186,10 @@ def test_editing_training_and_path_figures(tmp_path, blobs):
 @pytest.fixture
 def small_stage(tmp_path, blobs):
     """A reps file (3 layers), its preprocessing, a KAE checkpoint and an edited copy, as the pipeline writes them."""
-    from kaepipe.io import save_torch
     from kaepipe.nn.checkpoints import save_kae
     from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
     from kaepipe.represent import fit_preprocessing, save_preprocessing
+    from kaepipe.tensor_io import save_torch
     from kaepipe.unlearn import save_edited
 
     x, y = blobs

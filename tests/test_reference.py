@@ -15,7 +15,6 @@ from kaepipe.config import load_yaml, merged
 from kaepipe.data import yinyang
 from kaepipe.errors import DataError
 from kaepipe.evaluate import accuracy_report, surrogate_predictions
-from kaepipe.io import load_safetensors
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.losses import kae_losses
 from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, predict, record_layers
@@ -31,6 +30,7 @@ from kaepipe.reference import (
     summarise,
 )
 from kaepipe.represent import fit_preprocessing, save_preprocessing
+from kaepipe.tensor_io import load_safetensors
 
 KAE_NAME = "dim_20_k_100_loc_1_exponential_autoencoder_yinyang_model_seed_{}.safetensors"
 PRE_NAME = "dim_20_k_100_loc_1_exponential_autoencoder_yinyang_preprocessing.safetensors"

@@ -48,9 +48,9 @@ def test_atomic_path_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
 def _tiny_reps(tmp_path: Path):
     """A small real Yin-Yang base network, its representations and preprocessing on disk."""
     from kaepipe.data import yinyang
-    from kaepipe.io import save_torch
     from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
     from kaepipe.represent import fit_preprocessing, layer_tensors, save_preprocessing
+    from kaepipe.tensor_io import save_torch
 
     x, y = yinyang(200, 42)
     torch.manual_seed(0)

@@ -12,14 +12,14 @@ import torch
 from kaepipe import topology as T
 from kaepipe.data import yinyang
 from kaepipe.errors import ConfigError
-from kaepipe.io import read_parquet, save_torch
+from kaepipe.io import read_parquet
 from kaepipe.nn.checkpoints import save_kae
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, record_layers
 from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
 from kaepipe.report.tables import ISOMETRY_METRICS, TABLE_COLUMNS, isometry_markdown, isometry_tables, topology_tables
 from kaepipe.represent import fit_preprocessing, save_preprocessing
-from kaepipe.settings import DEFAULT_EPS, TOPOLOGY_DEFAULTS, topology_settings
+from kaepipe.settings import TOPOLOGY_DEFAULTS, topology_settings
 from kaepipe.stages.paths import kae_paths, topology_reps_path
 from kaepipe.stages.topology import (
     isometry_cloud,
@@ -28,6 +28,7 @@ from kaepipe.stages.topology import (
     run_iterate_topology,
     run_layer_topology,
 )
+from kaepipe.tensor_io import save_torch
 from kaepipe.topology import compare_diagrams, subset_indices
 
 N_TEST = 160
@@ -86,7 +87,7 @@ def stage_files(tmp_path_factory):
 
 def test_settings_defaults_and_overrides():
     s = topology_settings(yy_ds())
-    assert s["eps_layers"] == DEFAULT_EPS["yinyang"]["layers"] and s["metric"] == "euclidean"
+    assert s["eps_layers"] == 0.25 and s["metric"] == "euclidean"  # Yin-Yang's default (docs/method.md section 7.2)
     assert s["split"] == "test" and s["points"] is None and s["isometry"]["points"] == 2000
     mn = topology_settings({"name": "mnist", "source": "mnist", "evaluation": {"paper": "test", "heldout": "test"}})
     assert (mn["eps_layers"], mn["eps_iterates"]) == (0.166, 0.14)

@@ -234,7 +234,8 @@ def test_edit_operator_defaults_match_the_paper():
 # ---------------------------------------------------------------------------------------------
 
 def test_settings_defaults_and_config_check(schema_path):
-    from kaepipe.config import load_yaml, merged, validate_config
+    from kaepipe.config import load_yaml, merged
+    from kaepipe.settings import validate_config
 
     ds = {"name": "yy", "classes": 3, "base": {"lr": 0.01}, "unlearn": {"target_classes": [2]}}
     u = unlearn_settings(ds)

@@ -101,7 +101,7 @@ def test_rerun_is_deterministic(tiny_run, tmp_path):
     """Same config and seeds -> identical weights and Parquet contents on the CPU."""
     targets = ["results/yinyang/reps/preprocessing.safetensors", "results/yinyang/kae/iso1/seed21/model.safetensors"]
     snakemake(tmp_path, "--cores", "2", *targets)
-    from kaepipe.io import load_safetensors
+    from kaepipe.tensor_io import load_safetensors
 
     for rel in ("yinyang/base/model.safetensors", "yinyang/kae/iso1/seed21/model.safetensors",
                 "yinyang/reps/preprocessing.safetensors"):

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kaepipe import __version__
-from kaepipe.config import dataset_config, load_yaml, validate_config
-from kaepipe.data import IDX_SOURCES, make_split, prepare_idx_root
+from kaepipe.config import dataset_config, load_yaml
+from kaepipe.data import get_source, make_split
 from kaepipe.errors import KaepipeError
 from kaepipe.io import write_text
 from kaepipe.nn.train import resolve_device
 from kaepipe.reference import evaluate_reference, summarise
+from kaepipe.settings import validate_config
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -37,8 +38,7 @@ def build_splits(config: dict, name: str, splits: Sequence[str]) -> dict:
 
     ds = dataset_config(config, name)
     root = None
-    if ds["source"] in IDX_SOURCES:
-        root = prepare_idx_root(ds["source"], ds.get("root"), config.get("cache_dir", "results/cache"), list(splits))
+    root = get_source(ds["source"]).prepare(ds.get("root"), config.get("cache_dir", "results/cache"), list(splits))
     return {s: make_split(ds, s, root) for s in splits}
 
 

@@ -85,10 +85,6 @@ def semantic_errors(config: Mapping) -> list[str]:
         if kae and kae.get("main_lambda_iso") not in kae.get("lambda_iso", []):
             problems.append(f"config key 'datasets.{name}.kae.main_lambda_iso': {kae.get('main_lambda_iso')} "
                             f"is not in the grid datasets.{name}.kae.lambda_iso = {kae.get('lambda_iso')}")
-        if ds.get("source") == "yinyang" and ds.get("classes") != 3:
-            problems.append(f"config key 'datasets.{name}.classes': Yin-Yang has 3 classes, got {ds.get('classes')}")
-        if ds.get("source") in ("mnist", "fashion_mnist") and ds.get("classes") != 10:
-            problems.append(f"config key 'datasets.{name}.classes': {ds['source']} has 10 classes, got {ds.get('classes')}")
         targets = (ds.get("unlearn") or {}).get("target_classes") or []
         bad = [c for c in targets if not (isinstance(c, int) and 0 <= c < int(ds.get("classes") or 0))]
         if bad:

@@ -34,11 +34,11 @@ import torch
 
 from kaepipe.errors import DataError, KaepipeError
 from kaepipe.evaluate import accuracy_report, surrogate_predictions
-from kaepipe.io import load_safetensors, save_safetensors
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, predict, record_layers
 from kaepipe.report.tables import cell, mean_std
 from kaepipe.represent import load_preprocessing
+from kaepipe.tensor_io import load_safetensors, save_safetensors
 
 BASE_CLASS = "ResMLP"
 KAE_CLASS_EXPONENTIAL = "ExponentialKoopmanAutencoder"  # sic: the reference code's spelling

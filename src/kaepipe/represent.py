@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 
 from kaepipe.errors import DataError
-from kaepipe.io import load_safetensors, load_torch, save_safetensors
 from kaepipe.nn.resmlp import record_layers
+from kaepipe.tensor_io import load_safetensors, load_torch, save_safetensors
 
 
 @dataclass

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kaepipe.config import merged
+from kaepipe.config import load_yaml, merged, schema_errors, semantic_errors
+from kaepipe.data import SOURCES, get_source
 from kaepipe.errors import ConfigError
-from kaepipe.published import paper_eps
 
 # Default eps per data source when the config gives none. MNIST-like: the paper's values. Yin-Yang
 # (not given by the paper): 0.25, where the input-like layer L0 of the 1000 held-out points is
 # nearly one component (its largest MST edges are 0.23-0.27 with the paper's preprocessing, i.e.
 # about 0.18 x the points' RMS radius 1.41), so that the change of beta_0 with depth stays visible.
-DEFAULT_EPS = {
-    "yinyang": {"layers": 0.25, "iterates": 0.25},
-    "mnist": paper_eps("mnist"),
-    "fashion_mnist": paper_eps("mnist"),
-}
 
 
 TOPOLOGY_DEFAULTS: dict[str, Any] = {
@@ -45,7 +41,7 @@ def topology_settings(ds: Mapping[str, Any]) -> dict[str, Any]:
     block = dict(ds.get("topology") or {})
     iso = {**TOPOLOGY_DEFAULTS["isometry"], **(block.pop("isometry", None) or {})}
     out = {**TOPOLOGY_DEFAULTS, **block, "isometry": iso}
-    eps = DEFAULT_EPS.get(ds.get("source", ""), DEFAULT_EPS["mnist"])
+    eps = default_eps(ds.get("source", ""))
     out.setdefault("eps_layers", eps["layers"])
     out.setdefault("eps_iterates", eps["iterates"])
     if out.get("eps_layers") is None:
@@ -139,3 +135,41 @@ def pick_lambdas(grid: Sequence[float], wanted: Sequence[float] = (1.0, 1e-3, 0.
         picks = np.unique(np.round(np.linspace(0, len(grid) - 1, min(n, len(grid)))).astype(int))
         chosen = sorted(set(chosen) | {grid[i] for i in picks}, reverse=True)[:n]
     return sorted(chosen, reverse=True)
+
+
+def default_eps(source: str) -> dict[str, float]:
+    """The topology eps a data source defaults to ({"layers", "iterates"}; see kaepipe.data.DataSource)."""
+    eps = get_source(source).default_eps if source in SOURCES else None
+    return dict(eps) if eps else dict(get_source("mnist").default_eps)
+
+
+def source_errors(config: Mapping) -> list[str]:
+    """Config problems that need the data-source registry: unknown sources, a wrong number of classes."""
+    problems = []
+    for name, ds in (config.get("datasets") or {}).items():
+        source = ds.get("source")
+        if source not in SOURCES:
+            problems.append(f"config key 'datasets.{name}.source': unknown data source '{source}'; "
+                            f"known: {sorted(SOURCES)}")
+        elif ds.get("classes") != SOURCES[source].classes:
+            problems.append(f"config key 'datasets.{name}.classes': {source} has {SOURCES[source].classes} classes, "
+                            f"got {ds.get('classes')}")
+    return problems
+
+
+def check_config(config: Mapping) -> None:
+    """Every check beyond the JSON schema (cross-key and data-source checks); ConfigError names each key."""
+    problems = semantic_errors(config) + source_errors(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def validate_config(config: Mapping, schema_path: str | Path) -> None:
+    """The whole check of a config: the JSON schema, then the cross-key and data-source rules.
+
+    Raises ConfigError listing every problem, each naming its key (before any job runs)."""
+    problems = schema_errors(config, load_yaml(schema_path))
+    if not problems:
+        problems = semantic_errors(config) + source_errors(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))

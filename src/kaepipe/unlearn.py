@@ -18,12 +18,12 @@ import torch
 
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.evaluate import Surrogate, per_class_accuracy
-from kaepipe.io import decode_metadata, load_safetensors, save_safetensors
 from kaepipe.nn.checkpoints import model_config, state_dict_for_save
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP
 from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
 from kaepipe.settings import BASELINES, TARGET_MODES, unlearn_settings
+from kaepipe.tensor_io import decode_metadata, load_safetensors, save_safetensors
 
 if TYPE_CHECKING:
     pass

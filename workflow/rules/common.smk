@@ -1,5 +1,6 @@
 # Config loading and validation, and the helpers every rule file uses.
-from kaepipe.config import check_semantics, config_subset, dataset_config, validate_config
+from kaepipe.config import config_subset, dataset_config
+from kaepipe.settings import check_config, validate_config
 from kaepipe.stages import paths as P
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
@@ -13,7 +14,7 @@ try:
 except WorkflowError:
     validate_config(config, SCHEMA)  # raises ConfigError naming every bad key
     raise
-check_semantics(config)
+check_config(config)
 
 DATASETS = list(config["run"])
 SPLITS = ["train", "test"]

@@ -87,7 +87,7 @@ rule isometry:
     output:
         diagrams=P.ISOMETRY_DIAGRAMS,
         curves=P.ISOMETRY_CURVES,
-        metrics=P.ISOMETRY_METRICS,
+        metrics=P.ISOMETRY_RESULTS,
     params:
         ds=ds_subset("kae", "topology"),
     log:
@@ -131,7 +131,7 @@ rule topology_table:
 rule isometry_table:
     """The isometry table: mean (population std) over seeds per dataset and lambda_iso."""
     input:
-        P.kae_paths(config, DATASETS, P.ISOMETRY_METRICS),
+        P.kae_paths(config, DATASETS, P.ISOMETRY_RESULTS),
     output:
         csv=P.table("isometry.csv"),
         md=P.table("isometry.md"),

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from kaepipe.errors import DataError
-from kaepipe.io import decode_metadata, load_safetensors, save_safetensors
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
+from kaepipe.tensor_io import decode_metadata, load_safetensors, save_safetensors
 
 
 def state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:

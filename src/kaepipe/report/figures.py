@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from kaepipe.data import SOURCES
 from kaepipe.io import atomic_path
 from kaepipe.represent import fit_preprocessing, procrustes, sign_fixed_directions
 
@@ -22,8 +23,6 @@ if TYPE_CHECKING:  # matplotlib is imported on first use (the workflow imports t
     from matplotlib.figure import Figure
 
 # The paper's Yin-Yang colours, in label order (0 yin, 1 yang, 2 dot).
-YINYANG_PALETTE = ("#fc9918", "#a779aa", "#4c3191")
-YINYANG_NAMES = ("yin", "yang", "dot")
 # seaborn.color_palette("colorblind")
 COLORBLIND = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
               "#56b4e9")
@@ -58,11 +57,12 @@ def _pyplot():
     return plt
 
 
-def palette(n_classes: int, dataset: str = "") -> list[str]:
-    """Class colours: the paper's for Yin-Yang, seaborn's colour-blind palette otherwise (more than ten
-    classes: evenly spaced hues). The colours are spelled out so that no job imports seaborn (~3 s)."""
-    if dataset == "yinyang" and n_classes <= len(YINYANG_PALETTE):
-        return list(YINYANG_PALETTE[:n_classes])
+def palette(n_classes: int, source: str = "") -> list[str]:
+    """Class colours: the data source's own (the paper's for Yin-Yang), else seaborn's colour-blind palette
+    (more than ten classes: evenly spaced hues). The colours are spelled out so that no job imports seaborn."""
+    own = SOURCES[source].palette if source in SOURCES else None
+    if own and n_classes <= len(own):
+        return list(own[:n_classes])
     if n_classes <= len(COLORBLIND):
         return list(COLORBLIND[:n_classes])
     import matplotlib.colors
@@ -70,10 +70,11 @@ def palette(n_classes: int, dataset: str = "") -> list[str]:
     return [matplotlib.colors.to_hex(c) for c in _pyplot().get_cmap("hsv")(np.arange(n_classes) / n_classes)]
 
 
-def class_names(n_classes: int, dataset: str = "") -> list[str]:
-    """Legend names of the classes (yin/yang/dot for Yin-Yang, the digit otherwise)."""
-    if dataset == "yinyang" and n_classes <= len(YINYANG_NAMES):
-        return list(YINYANG_NAMES[:n_classes])
+def class_names(n_classes: int, source: str = "") -> list[str]:
+    """Legend names of the classes: the data source's (yin/yang/dot for Yin-Yang), else the class index."""
+    own = SOURCES[source].class_names if source in SOURCES else None
+    if own and n_classes <= len(own):
+        return list(own[:n_classes])
     return [str(c) for c in range(n_classes)]
 
 

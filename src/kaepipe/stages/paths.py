@@ -41,7 +41,7 @@ ISOMETRY_ORIGINAL = "results/{dataset}/topology/isometry/original_diagram.parque
 ISOMETRY_DIR = "results/{dataset}/topology/isometry/iso{lam}"
 ISOMETRY_DIAGRAMS = ISOMETRY_DIR + "/diagrams.parquet"
 ISOMETRY_CURVES = ISOMETRY_DIR + "/betti_curves.parquet"
-ISOMETRY_METRICS = ISOMETRY_DIR + "/metrics.json"
+ISOMETRY_RESULTS = ISOMETRY_DIR + "/metrics.json"
 # unlearning
 EDIT_DIR = "results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}"
 EDIT = EDIT_DIR + "/edit.json"

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 
 from kaepipe.data import read_split
-from kaepipe.io import provenance, save_torch, write_parquet
+from kaepipe.io import provenance, write_parquet
 from kaepipe.nn.checkpoints import base_expectation, load_base_model
 from kaepipe.represent import fit_preprocessing, layer_tensors, reps_frame, save_preprocessing
+from kaepipe.tensor_io import save_torch
 
 
 def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dict, out_pt: dict,
