@@ -308,7 +308,7 @@ def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: 
     for epoch in range(cfg.epochs):
         lr = lr_at(epoch, cfg)
         set_lr(opt, lr)
-        sums = {t: torch.zeros((), device=device) for t in (*LOSS_TERMS, "total")}
+        sums = {t: torch.zeros((), dtype=x0.dtype, device=device) for t in (*LOSS_TERMS, "total")}
         seen = 0
         for idx in batch_indices(len(x0), cfg.batch_size, gen, device, min_last=2):
             losses = kae_losses(model, x0[idx], xl[idx], lambda_iso, iso)
