@@ -65,18 +65,21 @@ def configure_torch(threads: int = 1, device: str = "auto") -> torch.device:
 # Optimisers and schedules
 # ---------------------------------------------------------------------------------------------
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices (2-D and above) only, not on biases or BatchNorm."""
+def param_groups(model: nn.Module, weight_decay: float, member_dims: int = 0) -> list[dict]:
+    """Weight decay on weight matrices (2-D and above) only, not on biases or BatchNorm.
+
+    member_dims: leading dimensions that stack independent models (an ensemble), not counted.
+    """
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if p.ndim - member_dims >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, member_dims: int = 0) -> torch.optim.Optimizer:
     """SGD with momentum or AdamW over `param_groups`, starting at the schedule's first rate."""
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, member_dims)
     lr0 = lr_at(0, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr0, momentum=cfg.momentum, foreach=True)
@@ -195,7 +198,7 @@ def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: 
     for epoch in range(cfg.epochs):
         lr = lr_at(epoch, cfg)
         set_lr(opt, lr)
-        sums = {t: torch.zeros((), device=device) for t in (*LOSS_TERMS, "total")}
+        sums = {t: torch.zeros((), dtype=x0.dtype, device=device) for t in (*LOSS_TERMS, "total")}
         seen = 0
         for idx in batch_indices(len(x0), cfg.batch_size, gen, device, min_last=2):
             losses = kae_losses(model, x0[idx], xl[idx], lambda_iso, iso)
