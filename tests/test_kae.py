@@ -88,7 +88,7 @@ def test_latent_stop_gradient_leaves_the_encoder_to_the_other_losses():
     for stop in (False, True):
         torch.manual_seed(1)
         m = KoopmanAutoencoder(KAEConfig(4, 8, 5, 3, latent_stop_gradient=stop))
-        losses = kae_losses(m, x0, xl, lambda_iso=0.0)
+        losses = kae_losses(m, x0, xl, 0.0)
         grads[stop] = torch.autograd.grad(losses["latent"], [m.encoder[0].weight, m.koopman.weight], allow_unused=True)
         assert float(losses["latent"].detach()) > 0
     assert grads[True][0] is None and grads[False][0].abs().sum() > 0  # no latent gradient into phi
@@ -167,7 +167,7 @@ def test_fit_kae_on_cuda_lowers_the_loss_like_the_cpu():
         torch.manual_seed(0)
         m = KoopmanAutoencoder(KAEConfig(6, 16, 8, 5)).to(device)
         cfg = TrainConfig(epochs=20, batch_size=256, lr=1e-2, optimizer="adamw", weight_decay=5e-4, seed=0)
-        curves[device] = fit_kae(m, x0.to(device), xl.to(device), cfg, lambda_iso=1.0)
+        curves[device] = fit_kae(m, x0.to(device), xl.to(device), cfg, 1.0)
     cpu, gpu = curves["cpu"]["total"].to_numpy(), curves["cuda"]["total"].to_numpy()
     assert gpu[-1] < 0.8 * gpu[0]
     assert abs(gpu[0] - cpu[0]) < 1e-4 * cpu[0]
@@ -177,7 +177,7 @@ def test_fit_kae_on_cuda_lowers_the_loss_like_the_cpu():
 def test_losses_match_their_definitions():
     m = model()
     x0, xl = torch.randn(16, 4), torch.randn(16, 4)
-    losses = kae_losses(m, x0, xl, lambda_iso=0.5)
+    losses = kae_losses(m, x0, xl, 0.5)
     mse = torch.nn.functional.mse_loss
     torch.testing.assert_close(losses["state"], mse(m(x0), xl))
     torch.testing.assert_close(losses["latent"], mse(m.advance(m.encode(x0)), m.encode(xl)))
@@ -196,7 +196,7 @@ def test_training_fits_a_linear_flow_and_is_deterministic():
 
     def run():
         m = model(k=5)
-        curve = fit_kae(m, x0, xl, cfg, lambda_iso=0.01)
+        curve = fit_kae(m, x0, xl, cfg, 0.01)
         return m, curve
 
     m1, c1 = run()
@@ -318,3 +318,50 @@ def test_surrogate_logits_through_a_head_match_a_hand_computation():
     np.testing.assert_array_equal(s.predict(x0), expect.argmax(1))
     Y = m.observables(x0) @ m.operator_matrix()
     np.testing.assert_allclose(s.output_logits(Y), expect, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss-term registry: one definition per term, weights from the config
+# ---------------------------------------------------------------------------------------------
+
+def test_loss_weights_scale_the_total_and_a_zero_weight_skips_a_term():
+    from kaepipe.errors import ConfigError
+    from kaepipe.nn.losses import loss_weights
+
+    torch.manual_seed(0)
+    m = KoopmanAutoencoder(KAEConfig(4, 8, 5, 3))
+    x0, xl = torch.randn(32, 4), torch.randn(32, 4)
+    plain = kae_losses(m, x0, xl, 0.5)
+    w = loss_weights({"recon": 2.0, "latent": 0.0}, lambda_iso=0.5)
+    assert w == {"recon": 2.0, "state": 1.0, "latent": 0.0, "iso": 0.5}
+    weighted = kae_losses(m, x0, xl, w)
+    assert torch.isnan(weighted["latent"])
+    torch.testing.assert_close(weighted["total"], 2.0 * plain["recon"] + plain["state"] + 0.5 * plain["iso"])
+    with pytest.raises(ConfigError, match="unknown loss term 'recon2'"):
+        loss_weights({"recon2": 1.0})
+    with pytest.raises(ConfigError, match="'state'"):
+        loss_weights({"state": float("nan")})
+
+
+def test_a_registered_term_reaches_training_curves_and_the_total():
+    """The seam: a new term is one register_term; training, curves and totals pick it up."""
+    from kaepipe.nn import losses
+
+    term = losses.LossTerm("zsize", lambda p, _iso: (p.z0 ** 2).mean(-1).mean(-1), None, "test term")
+    losses.register_term(term)
+    try:
+        torch.manual_seed(0)
+        m = KoopmanAutoencoder(KAEConfig(4, 8, 5, 3))
+        x0, xl = torch.randn(16, 4), torch.randn(16, 4)
+        out = kae_losses(m, x0, xl, {"zsize": 3.0})
+        with torch.no_grad():
+            zsize = (m.encode(x0) ** 2).mean()
+        torch.testing.assert_close(out["zsize"], zsize)
+        torch.testing.assert_close(out["total"], out["recon"] + out["state"] + out["latent"] + 3.0 * zsize)
+        from kaepipe.nn.train import fit_kae
+
+        curve = fit_kae(m, x0, xl, TrainConfig(epochs=2, batch_size=8, lr=1e-3, optimizer="adamw"),
+                        {"zsize": 1.0}, log=lambda *_: None)
+        assert "zsize" in curve.columns and np.isfinite(curve["zsize"]).all()
+    finally:
+        losses.TERMS.pop("zsize")

@@ -1,0 +1,1 @@
+"""Networks: the base ResMLP, the Koopman autoencoder (and ensembles of them), loss terms, training, checkpoints."""

@@ -1,4 +1,4 @@
-"""TODO."""
+"""Checkpoints of every model kind: safetensors weights with the architecture (and provenance) as metadata."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -36,13 +37,8 @@ from torch import nn
 from kaepipe.errors import ConfigError, TrainingDivergedError
 from kaepipe.linalg import expm
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.nn.losses import LOSS_TERMS, IsoLoss
+from kaepipe.nn.losses import TERMS, IsoFn, IsoLoss, kae_pass
 from kaepipe.nn.train import TrainConfig, lr_at, make_optimizer, seed_all, set_lr
-
-TERMS = (*LOSS_TERMS, "total")
-
-IsoFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 # ---------------------------------------------------------------------------------------------
 # Model
@@ -178,6 +174,10 @@ class KAEEnsemble(nn.Module):
         """psi_m(z_m), (M, n, q)."""
         return self.decoder(self._batched(z))
 
+    def operator(self, t: int | None = None) -> torch.Tensor:
+        """Each member's t-step operator O_t = (K^t)^T (default t = k), (M, p, p), row convention."""
+        return self.koopman.power(self.cfg.k if t is None else t).transpose(1, 2)
+
     def advance(self, z: torch.Tensor, t: int | None = None) -> torch.Tensor:
         """Apply each member's K t times (default k) to its row-vector observables."""
         return torch.bmm(self._batched(z), self.koopman.power(self.cfg.k if t is None else t).transpose(1, 2))
@@ -208,11 +208,6 @@ class MemberIsoLoss:
         return torch.stack([iso(xm, zm) for iso, xm, zm in zip(self.losses, x, z)])
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of each member, (M, n, d) -> (M,)."""
-    return nn.functional.mse_loss(a, b, reduction="none").mean((1, 2))
-
-
 def iso_runs(lambdas: Sequence[float]) -> list[tuple[int, int]]:
     """Maximal runs [start, stop) of consecutive members with an isometry weight > 0."""
     runs: list[tuple[int, int]] = []
@@ -236,32 +231,23 @@ def ensemble_losses(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, lambda
     batches, which are picked by slices (runs of consecutive members), not by gathers: no scatter
     (non-deterministic on CUDA) in the backward pass.
     """
-    m, n = x0.shape[0], x0.shape[1]
-    z = ens.encode(torch.cat([x0, xl], 1))
-    z0, zl = z.split(n, 1)  # split, not slices: its backward is a cat, not zero-filled copies
-    op = ens.koopman.power(ens.cfg.k).transpose(1, 2)  # K^k once per step, row convention
-    zl_hat = torch.bmm(z0, op)
-    x0_hat, xl_hat, xl_pred = ens.decode(torch.cat([z, zl_hat], 1)).split(n, 1)
-    recon = 0.5 * (_mse(x0_hat, x0) + _mse(xl_hat, xl))
-    state = _mse(xl_pred, xl)
-    if ens.cfg.latent_stop_gradient:
-        latent = _mse(torch.bmm(z0.detach(), op), zl.detach())
-    else:
-        latent = _mse(zl_hat, zl)
-    total = recon + state + latent
+    m = x0.shape[0]
+    p = kae_pass(ens, x0, xl)
+    out = {name: TERMS[name].value(p, None) for name in TERMS if name != "iso"}
+    total = sum(out.values()) if len(out) > 1 else next(iter(out.values()))
     runs = iso_runs(lambdas)
     if not runs:
-        return {"recon": recon, "state": state, "latent": latent, "iso": torch.full_like(total, float("nan")),
-                "total": total}
+        return {**out, "iso": torch.full_like(total, float("nan")), "total": total}
     if lambda_tensor is None:
         lambda_tensor = torch.tensor([float(v) for v in lambdas], dtype=total.dtype, device=total.device)
 
     def pick(t: torch.Tensor) -> list[torch.Tensor]:
         return [t[a:b] for a, b in runs]
 
-    vals = (iso_fn or MemberIsoLoss())(torch.cat(pick(x0) + pick(xl)), torch.cat(pick(z0) + pick(zl)))
-    half = sum(b - a for a, b in runs)
-    iso_sel = vals[:half] + vals[half:]
+    sub = replace(p, x0=torch.cat(pick(p.x0)), xl=torch.cat(pick(p.xl)), z0=torch.cat(pick(p.z0)),
+                  zl=torch.cat(pick(p.zl)))  # the members with lambda > 0 (their batches are all the term reads)
+    iso_sel = TERMS["iso"].value(sub, iso_fn or MemberIsoLoss())
+    half = len(iso_sel)
     if half == m:
         iso = iso_sel
     else:  # back to all M members: 0 where lambda is 0 (total + 0 * 0 = total, exactly)
@@ -275,7 +261,7 @@ def ensemble_losses(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, lambda
         iso_sel = torch.cat([*pieces, tail])
         iso = torch.cat([*nan_pieces, tail + float("nan")])
     total = total + lambda_tensor * iso_sel
-    return {"recon": recon, "state": state, "latent": latent, "iso": iso, "total": total}
+    return {**out, "iso": iso, "total": total}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,12 +297,13 @@ def clip_grad_norm_members(params: Sequence[torch.Tensor], max_norm: float) -> N
         g.mul_(scale.view(-1, *(1,) * (g.dim() - 1)))
 
 
-def _first_divergence(sums: torch.Tensor, lambdas: Sequence[float]) -> list[tuple[int, str, float]]:
+def _first_divergence(sums: torch.Tensor, lambdas: Sequence[float], curve_terms: Sequence[str]
+                      ) -> list[tuple[int, str, float]]:
     """(member, term, value) of the first non-finite term of each diverged member (check_finite's order)."""
     bad = []
     finite = torch.isfinite(sums)
     for m in torch.nonzero(~finite.all(0)).flatten().tolist():  # iso is NaN where lambda is 0
-        for j, term in enumerate(TERMS):
+        for j, term in enumerate(curve_terms):
             if term == "iso" and not lambdas[m] > 0:
                 continue
             if not finite[j, m]:
@@ -342,6 +329,7 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
     if x0.shape != xl.shape or x0.dim() != 2:
         raise ConfigError(f"x0 and x_last must be (n, q) of one shape, got {tuple(x0.shape)} and {tuple(xl.shape)}")
     device, n, b = x0.device, len(x0), cfg.batch_size
+    curve_terms = (*TERMS, "total")  # the registered loss terms' columns, then the total
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     lam = torch.tensor(lambdas, dtype=x0.dtype, device=device)
     iso_fn = iso_fn or MemberIsoLoss()
@@ -353,7 +341,7 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
     for epoch in range(cfg.epochs):
         lr = lr_at(epoch, cfg)
         set_lr(opt, lr)
-        sums = torch.zeros(len(TERMS), ens.members, dtype=x0.dtype, device=device)
+        sums = torch.zeros(len(curve_terms), ens.members, dtype=x0.dtype, device=device)
         # the permutation batch_indices draws for a single run with that seed
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
         seen = 0
@@ -367,17 +355,17 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
             if cfg.clip_grad_norm:
                 clip_grad_norm_members(params, cfg.clip_grad_norm)
             opt.step()
-            sums += torch.stack([losses[t].detach() for t in TERMS]) * idx.shape[1]
+            sums += torch.stack([losses[t].detach() for t in curve_terms]) * idx.shape[1]
             seen += idx.shape[1]
         host = sums.cpu()  # the one wait per epoch
-        bad = _first_divergence(host, lambdas)
+        bad = _first_divergence(host, lambdas, curve_terms)
         if bad:
             m, term, value = bad[0]
             raise EnsembleMemberDivergedError(
                 epoch, m, lambdas[m], seeds[m], term, value,
                 [(i, lambdas[i], seeds[i], t, v) for i, t, v in bad], [pd.DataFrame(r) for r in rows])
         for m in range(ens.members):
-            rows[m].append({"epoch": epoch, "lr": lr, **{t: float(host[j, m]) / seen for j, t in enumerate(TERMS)}})
+            rows[m].append({"epoch": epoch, "lr": lr, **{t: float(host[j, m]) / seen for j, t in enumerate(curve_terms)}})
         if log_every and (epoch % log_every == 0 or epoch == cfg.epochs - 1):
             totals = sorted(r[-1]["total"] for r in rows)
             log(f"epoch {epoch:5d}  lr {lr:.2e}  total over {ens.members} members: min {totals[0]:.5f}  "

@@ -1,13 +1,24 @@
-"""TODO."""
+"""The KAE's loss terms: one definition each, used by single training, ensemble training and the metrics.
+
+A term is a :class:`LossTerm` in the :data:`TERMS` registry: its value on a :class:`KAEPass` (one forward
+pass of a KAE, or of an ensemble with a leading member dimension, on a batch of (x0, x_L) pairs) and its
+fraction of variance unexplained for the final metrics. The total is sum_t w_t * term_t with the weights
+of :func:`loss_weights` (recon, state and latent 1 by default, `kae.loss_weights` in the config; the
+isometry term's weight is the grid's lambda_iso); a term of weight 0 is not computed (reported NaN).
+A new term is one `register_term(LossTerm(...))` here, its weight in the config, and tests
+(docs/method.md section 5.4 gives the formulas).
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from kaepipe.nn.kae import KoopmanAutoencoder
-
-LOSS_TERMS = ("recon", "state", "latent", "iso")
+from kaepipe.errors import ConfigError
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
@@ -110,31 +121,72 @@ class _IsoFunction(torch.autograd.Function):
         return grad * grad_out, None, None
 
 
-def kae_losses(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, lambda_iso: float,
-               iso: IsoLoss | None = None) -> dict[str, torch.Tensor]:
-    """recon, state, latent, iso and total (= recon + state + latent + lambda_iso * iso) on one batch.
+# ---------------------------------------------------------------------------------------------
+# The forward pass the terms read, and the registry
+# ---------------------------------------------------------------------------------------------
 
-    With lambda_iso = 0 the isometry term is not computed (reported as NaN).
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error: a scalar for (n, d), one per member (M,) for (M, n, d)."""
+    if a.dim() == 2:
+        return nn.functional.mse_loss(a, b)
+    return nn.functional.mse_loss(a, b, reduction="none").mean((-2, -1))
+
+
+@dataclass(frozen=True)
+class KAEPass:
+    """One forward pass on a batch of pairs; every tensor (n, d) for a KAE or (M, n, d) for an ensemble.
+
+    x0, xl: the pair; z0 = phi(x0), zl = phi(xl); zl_hat = z0 O_k (op = O_k = (K^k)^T);
+    x0_rec = psi(z0), xl_rec = psi(zl), xl_hat = psi(zl_hat).
     """
-    n = len(x0)
-    z = model.encode(torch.cat([x0, xl]))
-    z0, zl = z[:n], z[n:]
-    op = model.koopman.power(model.cfg.k).T  # K^k once per step (one expm), row convention
+
+    x0: torch.Tensor
+    xl: torch.Tensor
+    z0: torch.Tensor
+    zl: torch.Tensor
+    zl_hat: torch.Tensor
+    x0_rec: torch.Tensor
+    xl_rec: torch.Tensor
+    xl_hat: torch.Tensor
+    op: torch.Tensor
+    latent_stop_gradient: bool = False
+
+
+def kae_pass(model, x0: torch.Tensor, xl: torch.Tensor) -> KAEPass:
+    """The forward pass of a KAE or an ensemble (anything with encode, decode, operator() and cfg):
+    one encoder call on [x0; xl], O_k once (one expm), one decoder call on [z0; zl; z0 O_k]."""
+    n = x0.shape[-2]
+    z = model.encode(torch.cat([x0, xl], -2))
+    z0, zl = z.split(n, -2)
+    op = model.operator()
     zl_hat = z0 @ op
-    out = model.decode(torch.cat([z, zl_hat]))
-    mse = nn.functional.mse_loss
-    recon = 0.5 * (mse(out[:n], x0) + mse(out[n:2 * n], xl))
-    state = mse(out[2 * n:], xl)
-    # latent_stop_gradient: the same value, with the gradient reaching K only
-    latent = mse(z0.detach() @ op, zl.detach()) if model.cfg.latent_stop_gradient else mse(zl_hat, zl)
-    total = recon + state + latent
-    if lambda_iso > 0:
-        iso = iso or IsoLoss()
-        iso_term = iso(x0, z0) + iso(xl, zl)
-        total = total + lambda_iso * iso_term
-    else:
-        iso_term = torch.full((), float("nan"), device=x0.device)
-    return {"recon": recon, "state": state, "latent": latent, "iso": iso_term, "total": total}
+    x0_rec, xl_rec, xl_hat = model.decode(torch.cat([z, zl_hat], -2)).split(n, -2)
+    return KAEPass(x0, xl, z0, zl, zl_hat, x0_rec, xl_rec, xl_hat, op, bool(model.cfg.latent_stop_gradient))
+
+
+IsoFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """A loss term: `value(pass, iso_fn)` on a batch (scalar, or (M,) per member) and, for the final
+    metrics on a whole dataset, `fvu(pass)` -> its fraction of variance unexplained."""
+
+    name: str
+    value: Callable[[KAEPass, IsoFn], torch.Tensor]
+    fvu: Callable[[KAEPass], torch.Tensor] | None = None
+    doc: str = ""
+
+
+TERMS: dict[str, LossTerm] = {}
+
+
+def register_term(term: LossTerm) -> LossTerm:
+    """Add a loss term to the registry (its name is its key in `kae.loss_weights` and in the curves)."""
+    if term.name in TERMS or term.name == "total":
+        raise ValueError(f"loss term '{term.name}' is registered already (or reserved)")
+    TERMS[term.name] = term
+    return term
 
 
 def variance(x: torch.Tensor) -> torch.Tensor:
@@ -142,26 +194,103 @@ def variance(x: torch.Tensor) -> torch.Tensor:
     return ((x - x.mean(0)) ** 2).mean()
 
 
+def _latent(p: KAEPass, _iso: IsoFn) -> torch.Tensor:
+    # latent_stop_gradient: the same value, with the gradient reaching K only
+    if p.latent_stop_gradient:
+        return mse(p.z0.detach() @ p.op, p.zl.detach())
+    return mse(p.zl_hat, p.zl)
+
+
+def _isometry(p: KAEPass, iso: IsoFn) -> torch.Tensor:
+    if p.x0.dim() == 2:
+        return iso(p.x0, p.z0) + iso(p.xl, p.zl)
+    m = p.x0.shape[0]  # members: one call on the stacked (x0, phi(x0)) and (xl, phi(xl)) batches
+    vals = iso(torch.cat([p.x0, p.xl]), torch.cat([p.z0, p.zl]))
+    return vals[:m] + vals[m:]
+
+
+register_term(LossTerm(
+    "recon", lambda p, _: 0.5 * (mse(p.x0_rec, p.x0) + mse(p.xl_rec, p.xl)),
+    lambda p: 0.5 * (mse(p.x0_rec, p.x0) / variance(p.x0) + mse(p.xl_rec, p.xl) / variance(p.xl)),
+    "autoencoding: 0.5 (|psi(phi(x0)) - x0|^2 + |psi(phi(xL)) - xL|^2) (means over entries)"))
+register_term(LossTerm(
+    "state", lambda p, _: mse(p.xl_hat, p.xl), lambda p: mse(p.xl_hat, p.xl) / variance(p.xl),
+    "prediction in representation space: |psi(phi(x0) O_k) - xL|^2"))
+register_term(LossTerm(
+    "latent", _latent, lambda p: mse(p.zl_hat, p.zl) / variance(p.zl),
+    "prediction in observable space: |phi(x0) O_k - phi(xL)|^2"))
+register_term(LossTerm(
+    "iso", _isometry, None,
+    "isometry: mean over pairs of (|z_a - z_b| - |x_a - x_b|)^2 for (x0, z0) and (xL, zL); weight lambda_iso"))
+
+#: The registered terms, in order (the curves' columns before "total").
+LOSS_TERMS = tuple(TERMS)
+
+
+def loss_weights(weights: Mapping[str, float] | float | None = None, lambda_iso: float | None = None) -> dict[str, float]:
+    """Every term's weight: 1 unless given; `iso` is lambda_iso (a bare number means lambda_iso)."""
+    if isinstance(weights, (int, float)):
+        weights, lambda_iso = None, float(weights)
+    out = dict.fromkeys(TERMS, 1.0)
+    for k, v in (weights or {}).items():
+        if k not in TERMS:
+            raise ConfigError(f"kae.loss_weights: unknown loss term '{k}'; known: {sorted(TERMS)}")
+        out[k] = float(v)
+    if lambda_iso is not None:
+        out["iso"] = float(lambda_iso)
+    for k, v in out.items():
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"loss weight of '{k}' must be finite and >= 0, got {v}")
+    return out
+
+
+def kae_losses(model, x0: torch.Tensor, xl: torch.Tensor, weights: Mapping[str, float] | float,
+               iso: IsoFn | None = None) -> dict[str, torch.Tensor]:
+    """Every registered term and the total sum_t w_t term_t of one KAE on one batch (scalars).
+
+    `weights`: see :func:`loss_weights` (a number is lambda_iso). A term of weight 0 is not computed
+    (reported as NaN), e.g. the isometry term at lambda_iso = 0.
+    """
+    w = loss_weights(weights)
+    p = kae_pass(model, x0, xl)
+    iso = iso or IsoLoss()
+    out: dict[str, torch.Tensor] = {}
+    total = None
+    for name, term in TERMS.items():
+        if w[name] == 0:
+            out[name] = torch.full((), float("nan"), device=x0.device)
+            continue
+        v = out[name] = term.value(p, iso)
+        v = v if w[name] == 1.0 else w[name] * v
+        total = v if total is None else total + v
+    out["total"] = total if total is not None else torch.zeros((), device=x0.device)
+    return out
+
+
 @torch.no_grad()
-def kae_metrics(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, lambda_iso: float,
+def kae_metrics(model, x0: torch.Tensor, xl: torch.Tensor, weights: Mapping[str, float] | float,
                 iso_points: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Loss terms on a whole dataset and each as a fraction of variance unexplained (FVU)."""
+    """Every term on a whole dataset and each as a fraction of variance unexplained (FVU).
+
+    The isometry term is measured exactly (all pairs, `pairwise_distances`) on a fixed subset of
+    `iso_points` pairs' points; its FVU is relative to the variance of the input distances.
+    """
+    w = loss_weights(weights)
     model.eval()
-    z0, zl = model.encode(x0), model.encode(xl)
-    zl_hat = model.advance(z0)
-    mse = nn.functional.mse_loss
-    rec0, recl = mse(model.decode(z0), x0), mse(model.decode(zl), xl)
-    state = mse(model.decode(zl_hat), xl)
-    latent = mse(zl_hat, zl)  # no gradients here: the stop-gradient option changes nothing
+    p = kae_pass(model, x0, xl)
+    out: dict[str, torch.Tensor] = {}
+    for name, term in TERMS.items():
+        if name == "iso":
+            continue
+        out[name] = term.value(p, None)
+        out[f"{name}_fvu"] = term.fvu(p)
     g = torch.Generator().manual_seed(seed)
     sub = torch.randperm(len(x0), generator=g)[:iso_points].to(x0.device)
     iso_terms, iso_fvu = [], []
-    for x, z in ((x0, z0), (xl, zl)):
+    for x, z in ((x0, p.z0), (xl, p.zl)):
         dx, dz = pairwise_distances(x[sub]), pairwise_distances(z[sub])
         iso_terms.append(((dz - dx) ** 2).mean())
         iso_fvu.append(iso_terms[-1] / variance(dx.reshape(-1, 1)))
-    out = {"recon": 0.5 * (rec0 + recl), "state": state, "latent": latent, "iso": sum(iso_terms),
-           "recon_fvu": 0.5 * (rec0 / variance(x0) + recl / variance(xl)), "state_fvu": state / variance(xl),
-           "latent_fvu": latent / variance(zl), "iso_fvu": 0.5 * sum(iso_fvu)}
-    out["total"] = out["recon"] + out["state"] + out["latent"] + lambda_iso * out["iso"]
+    out["iso"], out["iso_fvu"] = sum(iso_terms), 0.5 * sum(iso_fvu)
+    out["total"] = sum(w[name] * out[name] for name in TERMS)
     return {k: float(v) for k, v in out.items()}

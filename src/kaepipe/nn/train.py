@@ -16,7 +16,7 @@ from torch import nn
 from kaepipe.config import DictConfig
 from kaepipe.errors import ConfigError, TrainingDivergedError
 from kaepipe.nn.kae import KoopmanAutoencoder
-from kaepipe.nn.losses import LOSS_TERMS, IsoLoss, kae_losses
+from kaepipe.nn.losses import TERMS, IsoLoss, kae_losses, loss_weights
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,12 @@ def seed_all(seed: int) -> None:
 
 
 def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: TrainConfig,
-            lambda_iso: float, log: Callable[[str], None] = print, log_every: int = 0) -> pd.DataFrame:
-    """Train a KAE on in-memory (x0, x_last) pairs with the per-epoch schedule; return per-epoch losses."""
+            weights: Mapping[str, float] | float, log: Callable[[str], None] = print, log_every: int = 0) -> pd.DataFrame:
+    """Train a KAE on in-memory (x0, x_last) pairs (n, q) with the per-epoch schedule; return per-epoch losses.
+
+    `weights`: the loss terms' weights (`kaepipe.nn.losses.loss_weights`; a number is lambda_iso).
+    """
+    w = loss_weights(weights)
     device = x0.device
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = make_optimizer(model, cfg)
@@ -198,10 +202,10 @@ def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: 
     for epoch in range(cfg.epochs):
         lr = lr_at(epoch, cfg)
         set_lr(opt, lr)
-        sums = {t: torch.zeros((), dtype=x0.dtype, device=device) for t in (*LOSS_TERMS, "total")}
+        sums = {t: torch.zeros((), dtype=x0.dtype, device=device) for t in (*TERMS, "total")}
         seen = 0
         for idx in batch_indices(len(x0), cfg.batch_size, gen, device, min_last=2):
-            losses = kae_losses(model, x0[idx], xl[idx], lambda_iso, iso)
+            losses = kae_losses(model, x0[idx], xl[idx], w, iso)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             if cfg.clip_grad_norm:
@@ -210,13 +214,12 @@ def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: 
             for t in sums:
                 sums[t] += losses[t].detach() * len(idx)
             seen += len(idx)
-        check_finite(epoch, {t: v for t, v in sums.items() if t != "iso" or lambda_iso > 0})
+        check_finite(epoch, {t: v for t, v in sums.items() if w.get(t, 1.0) > 0})
         rows.append({"epoch": epoch, "lr": lr, **{t: float(v) / seen for t, v in sums.items()}})
         if log_every and (epoch % log_every == 0 or epoch == cfg.epochs - 1):
             r = rows[-1]
-            log(f"epoch {epoch:5d}  lr {lr:.2e}  total {r['total']:.5f}  recon {r['recon']:.5f}  "
-                f"state {r['state']:.5f}  latent {r['latent']:.5f}  iso {r['iso']:.5f}  "
-                f"({time.perf_counter() - t0:.1f}s)")
+            log(f"epoch {epoch:5d}  lr {lr:.2e}  " + "  ".join(f"{t} {r[t]:.5f}" for t in ("total", *TERMS))
+                + f"  ({time.perf_counter() - t0:.1f}s)")
     model.eval()
     return pd.DataFrame(rows)
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The base-network stage: train a dataset's ResMLP, measure it on every split, write weights, curve, metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The figure stages: load a run's files, call kaepipe.report.figures, write PNG and PDF."""
 
 from __future__ import annotations
 

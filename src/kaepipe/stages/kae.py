@@ -1,4 +1,4 @@
-"""TODO."""
+"""The KAE stage: train the KAEs of a dataset's isometry-weight x seed grid and write their files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.nn.checkpoints import save_kae
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.nn.losses import kae_metrics
+from kaepipe.nn.losses import kae_metrics, loss_weights
 from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
 from kaepipe.represent import load_preprocessing, load_reps
 
@@ -45,9 +45,10 @@ def run_kae_training(ds: Mapping, lambda_iso: float, seed: int, reps_train: str,
     log(f"training KAE {cfg.to_dict()} on {len(x0)} pairs, lambda_iso {lambda_iso}, seed {seed}, "
         f"{train_cfg.epochs} epochs, device {device}")
     t0 = time.perf_counter()
-    curve = fit_kae(model, x0_t, xl_t, train_cfg, lambda_iso, log=log, log_every=max(1, train_cfg.epochs // 10))
+    weights = loss_weights(kae.get("loss_weights"), lambda_iso)
+    curve = fit_kae(model, x0_t, xl_t, train_cfg, weights, log=log, log_every=max(1, train_cfg.epochs // 10))
     seconds = time.perf_counter() - t0
-    final = kae_metrics(model, x0_t, xl_t, lambda_iso, seed=seed)
+    final = kae_metrics(model, x0_t, xl_t, weights, seed=seed)
     log("final training metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items()))
     prov = provenance({"dataset": ds["name"], "kae": kae, "lambda_iso": lambda_iso, "seed": seed})
     meta = {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed, "train": train_cfg.to_dict(),

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The representations stage: record every layer of the frozen base network, fit and save the preprocessing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The summary stage: every table against the published numbers, the configuration and the wall times."""
 
 from __future__ import annotations
 

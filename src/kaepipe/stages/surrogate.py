@@ -1,4 +1,4 @@
-"""TODO."""
+"""The surrogate-accuracy stage: classify every split through a KAE and the base network's head."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The table stages: gather per-job results into results/tables (accuracy, topology, isometry, unlearning)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The unlearning stages: edit a KAE's operator to forget a class, the trade-off study, the baselines."""
 
 from __future__ import annotations
 
