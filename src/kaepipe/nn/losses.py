@@ -228,10 +228,12 @@ LOSS_TERMS = tuple(TERMS)
 
 
 def loss_weights(weights: Mapping[str, float] | float | None = None, lambda_iso: float | None = None) -> dict[str, float]:
-    """Every term's weight: 1 unless given; `iso` is lambda_iso (a bare number means lambda_iso)."""
+    """Every term's weight: 1 unless given, but `iso`, which is lambda_iso (0 unless given; a bare number
+    for `weights` means lambda_iso)."""
     if isinstance(weights, (int, float)):
         weights, lambda_iso = None, float(weights)
     out = dict.fromkeys(TERMS, 1.0)
+    out["iso"] = 0.0
     for k, v in (weights or {}).items():
         if k not in TERMS:
             raise ConfigError(f"kae.loss_weights: unknown loss term '{k}'; known: {sorted(TERMS)}")
