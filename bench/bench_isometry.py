@@ -59,6 +59,41 @@ def gemm_rate(device: torch.device, dtype: torch.dtype, size: int = 1024, repeat
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
+def fma_peak(repeats: int = 5) -> float | None:
+    """Median GFLOP/s of a numba loop of independent 512-bit fused multiply-adds in float32 (one core),
+    the vector peak a kernel could reach (torch.mm's GEMM may use narrower vectors); None without numba."""
+    try:
+        import numba
+        import numpy as np
+
+        from kaepipe.isometry import _stack_buffer
+    except ImportError:
+        return None
+    width = 256
+
+    @numba.njit(fastmath=True)
+    def chains(reps, a, b):
+        acc = numba.carray(_stack_buffer(256, np.float32), 256)  # registers: 16 independent chains
+        for j in range(width):
+            acc[j] = np.float32(j)
+        for _ in range(reps):
+            for j in range(width):
+                acc[j] = acc[j] * a + b
+        s = 0.0
+        for j in range(width):
+            s += acc[j]
+        return s
+
+    reps = 100_000
+    chains(10, np.float32(0.999), np.float32(1e-3))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        chains(reps, np.float32(0.999), np.float32(1e-3))
+        times.append(time.perf_counter() - t0)
+    return 2 * width * reps / statistics.median(times) / 1e9
+
+
 def full_batch(x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Values and gradient of the whole batch as plain tensor code (the torch.compile variant)."""
     n = z.shape[1]
@@ -150,6 +185,9 @@ def main() -> None:
     floor_ms = flops / (rate * 1e9) * 1e3
     print(f"FLOPs per call per member (nominal): {flops / 1e6:.1f} M; GEMM rate {rate:.1f} GFLOP/s "
           f"-> {floor_ms:.3f} ms at the GEMM rate")
+    peak = fma_peak() if device.type == "cpu" else None
+    if peak:
+        print(f"float32 vector FMA peak of one core (numba): {peak:.1f} GFLOP/s -> {flops / peak / 1e6:.3f} ms at it")
     base = statistics.median(times["IsoLoss, per member (old)"])
     print(f"{'variant':45s} {'median ms':>10s} {'min ms':>8s} {'vs old':>7s} {'GFLOP/s':>8s} "
           f"{'/GEMM':>6s} {'first call s':>12s}")
