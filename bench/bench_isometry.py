@@ -1,5 +1,5 @@
 """The isometry loss term, value + gradient, per call per member: the old `IsoLoss` (one member per
-call) against the batched `kaepipe.isometry.isometry_loss` paths, timed interleaved in one run.
+call) against the batched `kaepipe.nn.isometry.isometry_loss` paths, timed interleaved in one run.
 
     python bench/bench_isometry.py [--n 1024 --q 10 --p 20 --members 4 --repeats 30 --threads 1]
     python bench/bench_isometry.py --n 512 --q 784 --p 800 --device cuda
@@ -21,9 +21,10 @@ import subprocess
 import time
 
 import torch
+from legacy_isoloss import IsoLoss
 
-from kaepipe.isometry import CPU_BLOCK, EPS, isometry_loss
-from kaepipe.kae import IsoLoss, iso_loss
+from kaepipe.nn.isometry import CPU_BLOCK, EPS, isometry_loss
+from kaepipe.nn.losses import iso_loss
 
 
 def sync(device: torch.device) -> None:
@@ -66,7 +67,7 @@ def fma_peak(repeats: int = 5) -> float | None:
         import numba
         import numpy as np
 
-        from kaepipe.isometry import _stack_buffer
+        from kaepipe.nn.isometry import _stack_buffer
     except ImportError:
         return None
     width = 256

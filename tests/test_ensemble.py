@@ -10,9 +10,10 @@ import torch
 
 from kaepipe.errors import TrainingDivergedError
 from kaepipe.nn.checkpoints import load_kae, save_kae
-from kaepipe.nn.ensemble import EnsembleMemberDivergedError, KAEEnsemble, MemberIsoLoss, ensemble_losses, fit_kae_ensemble
+from kaepipe.nn.ensemble import EnsembleMemberDivergedError, KAEEnsemble, ensemble_losses, fit_kae_ensemble
+from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.nn.losses import IsoLoss, kae_losses
+from kaepipe.nn.losses import kae_losses
 from kaepipe.nn.train import TrainConfig, fit_kae, seed_all
 
 # mixed grid: a weight of 0, and seed 3 twice with different weights
@@ -111,7 +112,7 @@ def test_forward_and_losses_match_single_models(parametrization, stop):
         losses["total"].sum().backward()
         for i, model in enumerate(models):
             model.zero_grad()
-            ref = kae_losses(model, x0, xl, lambdas[i], IsoLoss())
+            ref = kae_losses(model, x0, xl, lambdas[i])
             ref["total"].backward()
             for t in TERMS:
                 torch.testing.assert_close(losses[t][i], ref[t].to(torch.float64), rtol=1e-12, atol=0, equal_nan=True)
@@ -162,7 +163,7 @@ def test_float64_without_clipping_and_a_custom_iso_fn():
 
     def iso_fn(x, z):
         calls.append(x.shape[0])
-        return MemberIsoLoss()(x, z)
+        return isometry_loss(x, z)
 
     models, ref_curves = singles(cfg, tcfg, x0, xl)
     ens, curves = ensemble(cfg, tcfg, x0, xl, iso_fn=iso_fn)

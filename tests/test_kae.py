@@ -8,8 +8,9 @@ import torch
 
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.nn.checkpoints import load_kae, save_kae
+from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder, KoopmanOperator
-from kaepipe.nn.losses import IsoLoss, iso_loss, kae_losses, kae_metrics, pairwise_distances
+from kaepipe.nn.losses import iso_loss, kae_losses, kae_metrics, pairwise_distances
 from kaepipe.nn.train import TrainConfig, fit_kae
 
 
@@ -123,12 +124,12 @@ def test_blocked_iso_loss_matches_autograd_reference(n, block):
     z = m.encode(x).detach().requires_grad_()
     ref = iso_loss(x, z)
     (g_ref,) = torch.autograd.grad(ref, z)
-    val = IsoLoss(block)(x, z)
+    val = isometry_loss(x, z)
     (g,) = torch.autograd.grad(val, z)
     torch.testing.assert_close(val, ref, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(g, g_ref, rtol=1e-7, atol=1e-10)
     with torch.no_grad():  # no gradient wanted: same value
-        torch.testing.assert_close(IsoLoss(block)(x, z), ref, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(isometry_loss(x, z), ref, rtol=1e-9, atol=1e-12)
 
 
 def test_iso_loss_float32_gradient_is_close_to_float64():
@@ -137,20 +138,20 @@ def test_iso_loss_float32_gradient_is_close_to_float64():
     z64 = z.clone().requires_grad_()
     (g64,) = torch.autograd.grad(iso_loss(x, z64), z64)
     z32 = z.float().requires_grad_()
-    (g32,) = torch.autograd.grad(IsoLoss()(x.float(), z32), z32)
+    (g32,) = torch.autograd.grad(isometry_loss(x.float(), z32), z32)
     assert float((g32.double() - g64).abs().max() / g64.abs().max()) < 1e-4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 def test_iso_loss_on_cuda_matches_the_cpu():
-    """On CUDA the whole batch is one block: value and gradient equal the CPU's blocked computation."""
+    """On CUDA (the batched torch path) value and gradient equal the CPU's fused kernel."""
     torch.manual_seed(3)
     x, z = torch.randn(700, 10, dtype=torch.float64), torch.randn(700, 20, dtype=torch.float64)
     x[5] = x[0]
     vals, grads = [], []
     for device in ("cpu", "cuda"):
         zd = z.to(device).requires_grad_()
-        val = IsoLoss()(x.to(device), zd)
+        val = isometry_loss(x.to(device), zd)
         vals.append(val.cpu())
         grads.append(torch.autograd.grad(val, zd)[0].cpu())
     torch.testing.assert_close(vals[1], vals[0], rtol=1e-9, atol=1e-12)

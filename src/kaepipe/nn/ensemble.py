@@ -36,8 +36,9 @@ from torch import nn
 
 from kaepipe.errors import ConfigError, TrainingDivergedError
 from kaepipe.linalg import expm
+from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.nn.losses import TERMS, IsoFn, IsoLoss, kae_pass
+from kaepipe.nn.losses import TERMS, IsoFn, kae_pass
 from kaepipe.nn.train import TrainConfig, lr_at, make_optimizer, seed_all, set_lr
 
 # ---------------------------------------------------------------------------------------------
@@ -191,23 +192,6 @@ class KAEEnsemble(nn.Module):
 # Losses
 # ---------------------------------------------------------------------------------------------
 
-class MemberIsoLoss:
-    """Default `iso_fn`: `kaepipe.kae.IsoLoss` on each member in turn, (M, n, q), (M, n, p) -> (M,).
-
-    One IsoLoss (with its scratch buffers) per slot. A batched kernel with the same signature can
-    replace it (the `iso_fn` argument of `fit_kae_ensemble` and `ensemble_losses`).
-    """
-
-    def __init__(self, block: int = 128) -> None:
-        self.block = block
-        self.losses: list[IsoLoss] = []
-
-    def __call__(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        while len(self.losses) < len(x):
-            self.losses.append(IsoLoss(self.block))
-        return torch.stack([iso(xm, zm) for iso, xm, zm in zip(self.losses, x, z)])
-
-
 def iso_runs(lambdas: Sequence[float]) -> list[tuple[int, int]]:
     """Maximal runs [start, stop) of consecutive members with an isometry weight > 0."""
     runs: list[tuple[int, int]] = []
@@ -246,7 +230,7 @@ def ensemble_losses(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, lambda
 
     sub = replace(p, x0=torch.cat(pick(p.x0)), xl=torch.cat(pick(p.xl)), z0=torch.cat(pick(p.z0)),
                   zl=torch.cat(pick(p.zl)))  # the members with lambda > 0 (their batches are all the term reads)
-    iso_sel = TERMS["iso"].value(sub, iso_fn or MemberIsoLoss())
+    iso_sel = TERMS["iso"].value(sub, iso_fn or isometry_loss)
     half = len(iso_sel)
     if half == m:
         iso = iso_sel
@@ -319,8 +303,9 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
 
     Member m trains as ``fit_kae(member, x0, xl, replace(cfg, seed=seeds[m]), lambdas[m])`` would
     (cfg.seed is not used). iso_fn(x, z) -> (M',) computes the isometry terms of a stack of members
-    (default: `MemberIsoLoss`). Raises EnsembleMemberDivergedError (a TrainingDivergedError) naming
-    the (lambda_iso, seed) of a member whose epoch loss is not finite; checked once per epoch.
+    (default: `kaepipe.nn.isometry.isometry_loss`, one fused call for all members). Raises
+    EnsembleMemberDivergedError (a TrainingDivergedError) naming the (lambda_iso, seed) of a member whose
+    epoch loss is not finite; checked once per epoch.
     """
     lambdas, seeds = [float(v) for v in lambdas], [int(s) for s in seeds]
     if not len(lambdas) == len(seeds) == ens.members:
@@ -332,7 +317,7 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
     curve_terms = (*TERMS, "total")  # the registered loss terms' columns, then the total
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     lam = torch.tensor(lambdas, dtype=x0.dtype, device=device)
-    iso_fn = iso_fn or MemberIsoLoss()
+    iso_fn = iso_fn or isometry_loss
     opt = make_optimizer(ens, cfg, member_dims=1)
     params = [p for p in ens.parameters() if p.requires_grad]
     rows: list[list[dict]] = [[] for _ in range(ens.members)]

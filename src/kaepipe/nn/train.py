@@ -15,8 +15,9 @@ from torch import nn
 
 from kaepipe.config import DictConfig
 from kaepipe.errors import ConfigError, TrainingDivergedError
+from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KoopmanAutoencoder
-from kaepipe.nn.losses import TERMS, IsoLoss, kae_losses, loss_weights
+from kaepipe.nn.losses import TERMS, kae_losses, loss_weights
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: 
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = make_optimizer(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
-    iso = IsoLoss()
+    iso = isometry_loss
     rows = []
     t0 = time.perf_counter()
     model.train()

@@ -30,7 +30,7 @@ Two paths, with the same value and gradient up to rounding:
   cache): a later process loads it in about 0.3-0.5 s. numba compiles for the host's vector
   width (AVX-512 here; AVX2 machines get the same code in 256-bit halves). At n = 1024, q = 10,
   p = 20, float32, one core of a loaded AMD EPYC (Zen 5): 0.70-0.76 ms per member and call (value
-  and gradient) against 2.4-2.5 ms for kae.IsoLoss; see bench/bench_isometry.py.
+  and gradient) against 2.4-2.5 ms for the blocked torch version kaepipe used before (bench/legacy_isoloss.py).
 * CUDA (any other device, or CPU without numba): plain torch, the distances from the
   Gram form (batched bmm over members) in row blocks of the upper triangle; on CUDA the whole batch
   is one block (few large kernels) and nothing synchronises with the host.
