@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -82,6 +84,8 @@ def semantic_errors(config: Mapping) -> list[str]:
             problems.append(f"config key 'run': unknown dataset '{name}'; defined datasets: {sorted(datasets)}")
     for name, ds in datasets.items():
         kae = ds.get("kae")
+        if kae:
+            problems += lambda_grid_errors(kae, f"datasets.{name}.kae")
         if kae and kae.get("main_lambda_iso") not in kae.get("lambda_iso", []):
             problems.append(f"config key 'datasets.{name}.kae.main_lambda_iso': {kae.get('main_lambda_iso')} "
                             f"is not in the grid datasets.{name}.kae.lambda_iso = {kae.get('lambda_iso')}")
@@ -97,6 +101,22 @@ def semantic_errors(config: Mapping) -> list[str]:
     return problems
 
 
+def lambda_grid_errors(kae: Mapping, where: str) -> list[str]:
+    """Isometry weights that cannot name a result folder, or that share one with another weight."""
+    problems, seen = [], {}
+    for value in kae.get("lambda_iso") or []:
+        why = lambda_tag_problem(value)
+        if why:
+            problems.append(f"config key '{where}.lambda_iso': {why}")
+            continue
+        tag = lambda_tag(value)
+        if tag in seen:
+            problems.append(f"config key '{where}.lambda_iso': {seen[tag]!r} and {value!r} are the same weight "
+                            f"(both the folder 'iso{tag}'); list each weight once")
+        seen.setdefault(tag, value)
+    return problems
+
+
 def check_semantics(config: Mapping) -> None:
     """Raise ConfigError for cross-key problems (used after snakemake.utils.validate)."""
     problems = semantic_errors(config)
@@ -104,9 +124,43 @@ def check_semantics(config: Mapping) -> None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+LAMBDA_TAG_PATTERN = re.compile(r"[0-9][0-9.e+-]*")  # the {lam} wildcard of the rules (common.smk)
+
+
 def lambda_tag(value: float) -> str:
-    """Path-friendly text of an isometry weight: 1, 0.1, 0.001, 0.0001, 0."""
-    return f"{float(value):g}"
+    """Path-friendly text of an isometry weight that reads back as exactly that weight.
+
+    The short form (1, 0.1, 0.001, 0.0001, 0) where it round-trips, else Python's shortest
+    round-trip repr (0.1000001), so two distinct weights never share a result folder.
+    """
+    x = float(value)
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
+
+
+def lambda_tag_problem(value: Any) -> str | None:
+    """Why an isometry weight cannot name a result folder (None when it can)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return f"{value!r} is not a number"
+    tag = lambda_tag(x)
+    if not math.isfinite(x):
+        return f"{value!r} is not a finite number"
+    if x == 0 and math.copysign(1.0, x) < 0:
+        return "-0.0 (negative zero) would name a folder 'iso-0'; write 0"
+    if not LAMBDA_TAG_PATTERN.fullmatch(tag) or float(tag) != value:
+        return f"{value!r} cannot be written exactly as a folder name (it would be 'iso{tag}')"
+    return None
+
+
+def lambda_value(kae: Mapping, tag: str, where: str = "kae.lambda_iso") -> float:
+    """The configured isometry weight whose result folder is `iso<tag>` (never the tag parsed back)."""
+    matches = [x for x in kae.get("lambda_iso", []) if lambda_tag(x) == tag]
+    if len(matches) != 1:
+        raise ConfigError(f"config key '{where}': {'no' if not matches else 'more than one'} weight of the grid "
+                          f"{kae.get('lambda_iso')} has the folder name 'iso{tag}'")
+    return float(matches[0])
 
 
 def dataset_root(config: Mapping, name: str) -> str | None:
