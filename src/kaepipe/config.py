@@ -77,7 +77,7 @@ def validate_config(config: Mapping, schema_path: str | Path) -> None:
 
 def semantic_errors(config: Mapping) -> list[str]:
     """Problems a JSON schema cannot express: cross references between keys."""
-    problems = []
+    problems = non_finite_errors(config)
     datasets = config.get("datasets", {})
     for name in config.get("run", []):
         if name not in datasets:
@@ -93,6 +93,11 @@ def semantic_errors(config: Mapping) -> list[str]:
             problems.append(f"config key 'datasets.{name}.classes': Yin-Yang has 3 classes, got {ds.get('classes')}")
         if ds.get("source") in ("mnist", "fashion_mnist") and ds.get("classes") != 10:
             problems.append(f"config key 'datasets.{name}.classes': {ds['source']} has 10 classes, got {ds.get('classes')}")
+        for split, spec in (ds.get("splits") or {}).items():
+            size, least = (spec or {}).get("size"), MIN_PER_CLASS * int(ds.get("classes") or 1)
+            if isinstance(size, int) and size < least:
+                problems.append(f"config key 'datasets.{name}.splits.{split}.size': {size} samples are too few; at "
+                                f"least {MIN_PER_CLASS} per class, {least} for {ds.get('classes')} classes")
         targets = (ds.get("unlearn") or {}).get("target_classes") or []
         bad = [c for c in targets if not (isinstance(c, int) and 0 <= c < int(ds.get("classes") or 0))]
         if bad:
@@ -101,10 +106,26 @@ def semantic_errors(config: Mapping) -> list[str]:
     return problems
 
 
+MIN_PER_CLASS = 2  # a split needs at least this many samples per class (on average)
+
+
+def non_finite_errors(node: Any, where: tuple = ()) -> list[str]:
+    """Every NaN or infinite number in a config (YAML's .nan, .inf), naming its key; a schema lets them through."""
+    if isinstance(node, Mapping):
+        return [p for k, v in node.items() for p in non_finite_errors(v, (*where, k))]
+    if isinstance(node, (list, tuple)):
+        return [p for i, v in enumerate(node) for p in non_finite_errors(v, (*where, i))]  # as the schema: key.1
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"config key '{key_path(where)}': {node} is not a finite number"]
+    return []
+
+
 def lambda_grid_errors(kae: Mapping, where: str) -> list[str]:
     """Isometry weights that cannot name a result folder, or that share one with another weight."""
     problems, seen = [], {}
     for value in kae.get("lambda_iso") or []:
+        if isinstance(value, float) and not math.isfinite(value):
+            continue  # named by non_finite_errors
         why = lambda_tag_problem(value)
         if why:
             problems.append(f"config key '{where}.lambda_iso': {why}")
