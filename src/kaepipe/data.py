@@ -287,6 +287,7 @@ def make_split(ds: Mapping, split: str, idx_root: str | Path | None = None) -> t
         if idx_root is None:
             raise DataError(f"no folder given for {source}")
         images, labels = load_idx_split(idx_root, src, split)
+        check_labels(labels, ds["classes"], Path(idx_root) / src.files[split][1], split)
         keep = stratified_subset(labels, spec.get("size") or len(labels), spec.get("seed", 0))
         return normalise_images(images[keep], src.mean, src.std), labels[keep]
     raise DataError(f"unknown dataset source '{source}'")
@@ -308,14 +309,27 @@ def prepare_idx_root(source_name: str, root: str | Path | None, cache_dir: str |
     return root
 
 
-def read_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of a split written by the datasets rule."""
+def check_labels(labels: np.ndarray, classes: int, path: str | Path, split: str) -> None:
+    """Raise DataError naming the file, the split and the values when a label is not a class 0..classes-1."""
+    bad = (labels < 0) | (labels >= int(classes))
+    if bad.any():
+        values = np.unique(labels[bad])
+        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+        raise DataError(f"{path}: {split} split has {int(bad.sum())} label(s) outside the dataset's classes "
+                        f"0..{int(classes) - 1}: {shown} (check the file or the dataset's `classes`)")
+
+
+def read_split(path: str | Path, classes: int | None = None, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of a split written by the datasets rule; labels checked against `classes` if given."""
 
     df = read_parquet(path, required=["label"])
     try:
-        return from_frame(df)
+        x, y = from_frame(df)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from exc
+    if classes is not None:
+        check_labels(y, classes, path, split or Path(path).stem)
+    return x, y
 
 
 def write_split(ds: Mapping, split: str, out: str | Path, idx_root: str | Path | None = None,
