@@ -130,6 +130,7 @@ class IdxSource:
     mean: float
     std: float
     default_root: str | None = None
+    classes: int = 10
 
 
 MNIST = IdxSource(
@@ -287,7 +288,7 @@ def make_split(ds: Mapping, split: str, idx_root: str | Path | None = None) -> t
         if idx_root is None:
             raise DataError(f"no folder given for {source}")
         images, labels = load_idx_split(idx_root, src, split)
-        check_labels(labels, ds["classes"], Path(idx_root) / src.files[split][1], split)
+        check_labels(labels, ds.get("classes", src.classes), Path(idx_root) / src.files[split][1], split)
         keep = stratified_subset(labels, spec.get("size") or len(labels), spec.get("seed", 0))
         return normalise_images(images[keep], src.mean, src.std), labels[keep]
     raise DataError(f"unknown dataset source '{source}'")
