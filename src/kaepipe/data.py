@@ -129,8 +129,9 @@ class IdxSource:
     mirrors: Sequence[str]
     mean: float
     std: float
-    default_root: str | None = None
+    default_root: str | None = None  # set: never downloaded, read from here (a system package) by default
     classes: int = 10
+    package: str | None = None  # the Debian package that installs `default_root`
 
 
 MNIST = IdxSource(
@@ -158,6 +159,7 @@ FASHION_MNIST = IdxSource(
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     mean=0.2860, std=0.3530,
     default_root="/usr/share/datasets/fashion-mnist",
+    package="dataset-fashion-mnist",
 )
 
 IDX_SOURCES = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
@@ -189,7 +191,7 @@ def verify_idx_folder(root: Path, source: IdxSource, splits: Sequence[str]) -> N
                 verify_file(path, source.md5[name], f"the official {source.name} checksums")
 
 
-def download_idx(source: IdxSource, cache_dir: str | Path, timeout: float = 60.0) -> Path:
+def download_idx(source: IdxSource, cache_dir: str | Path, timeout: float = 60.0, hint: str | None = None) -> Path:
     """Download the source's official files into `cache_dir` (skipping verified ones) and verify their MD5."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -212,7 +214,7 @@ def download_idx(source: IdxSource, cache_dir: str | Path, timeout: float = 60.0
             raise DataError(
                 f"could not download {name} for {source.name}:\n  " + "\n  ".join(errors) +
                 f"\nTo run offline, put the four official files in a folder and pass it with "
-                f"`--config {source.name}_root=DIR` (or the dataset's `root` key); an MD5SUMS file beside "
+                f"{hint or f'`--config {source.name}_root=DIR`'}; an MD5SUMS file beside "
                 "them is used for verification when present.")
     return cache
 
@@ -295,17 +297,25 @@ def make_split(ds: Mapping, split: str, idx_root: str | Path | None = None) -> t
 
 
 def prepare_idx_root(source_name: str, root: str | Path | None, cache_dir: str | Path,
-                     splits: Sequence[str]) -> Path:
-    """The verified folder of an IDX dataset: `root` if given (checked), else a downloaded cache."""
+                     splits: Sequence[str], hint: str | None = None) -> Path:
+    """The verified folder of an IDX dataset: `root` if given (checked), else a downloaded cache.
+
+    `hint` says how the caller's user passes the folder (default: the Snakemake `--config` key).
+    """
     src = IDX_SOURCES[source_name]
+    hint = hint or f"`--config {src.name}_root=DIR` (or the dataset's `root` key)"
     root = root or src.default_root
     if root is None:
-        download_idx(src, Path(cache_dir) / src.name)
+        download_idx(src, Path(cache_dir) / src.name, hint=hint)
         return Path(cache_dir) / src.name
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: folder of {src.name} IDX files not found (set `{src.name}_root` or the "
-                        f"dataset's `root`, or leave both empty to download into {cache_dir})")
+        if src.default_root is not None:  # never downloaded (Fashion-MNIST): a system package or a folder
+            raise DataError(f"{root}: folder of {src.name} IDX files not found; {src.name} is never downloaded: "
+                            f"install the Debian package `{src.package}` (files in {src.default_root}) or pass "
+                            f"the folder of its four IDX files with {hint}")
+        raise DataError(f"{root}: folder of {src.name} IDX files not found; pass the folder of the four IDX files "
+                        f"with {hint}, or set none to download into {cache_dir}")
     verify_idx_folder(root, src, splits)
     return root
 
