@@ -15,10 +15,10 @@ from pathlib import Path
 from kaepipe import __version__
 from kaepipe.config import dataset_config, load_yaml
 from kaepipe.data import get_source, make_split
-from kaepipe.errors import KaepipeError
+from kaepipe.errors import DataError, KaepipeError
 from kaepipe.io import write_text
 from kaepipe.nn.train import resolve_device
-from kaepipe.reference import evaluate_reference, summarise
+from kaepipe.reference import evaluate_reference, find_reference_checkpoints, summarise
 from kaepipe.settings import validate_config
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -33,25 +33,35 @@ def load_config(path: str | Path) -> dict:
     return config
 
 
-def build_splits(config: dict, name: str, splits: Sequence[str]) -> dict:
-    """The named splits of a configured dataset: Yin-Yang regenerated, IDX data from its (verified) folder."""
+def build_splits(config: dict, name: str, splits: Sequence[str], hint: str | None = None) -> dict:
+    """The named splits of a configured dataset: Yin-Yang regenerated, IDX data from its (verified) folder.
+
+    `hint` says how to pass an IDX folder (default: the config's `<source>_root` key).
+    """
 
     ds = dataset_config(config, name)
     root = None
-    root = get_source(ds["source"]).prepare(ds.get("root"), config.get("cache_dir", "results/cache"), list(splits))
+    hint = hint or f"the `{ds['source']}_root` key of the config file"
+    root = get_source(ds["source"]).prepare(ds.get("root"), config.get("cache_dir", "results/cache"), list(splits),
+                                            hint=hint)
     return {s: make_split(ds, s, root) for s in splits}
 
 
 def cmd_evaluate_reference(args: argparse.Namespace) -> int:
     """Accuracy of the authors' released base network and KAEs on a dataset's evaluation splits."""
 
+    if args.out and Path(args.out).is_dir():
+        raise DataError(f"--out {args.out}: is a folder; give the CSV file to write, e.g. "
+                        f"{Path(args.out) / 'reference.csv'}")
     config = load_config(args.config)
     if args.mnist_root:
         config["mnist_root"] = args.mnist_root
     ds = dataset_config(config, args.dataset)
+    find_reference_checkpoints(args.folder)  # before any download or data: the folder must hold a release
     device = resolve_device(args.device or config.get("device", "auto"))
     needed = list(dict.fromkeys(ds["evaluation"].values()))
-    splits = build_splits(config, args.dataset, needed)
+    hint = "`--mnist-root DIR`" if ds["source"] == "mnist" else f"the `{ds['source']}_root` key of {args.config}"
+    splits = build_splits(config, args.dataset, needed, hint)
     for s, (x, _) in splits.items():
         print(f"{args.dataset} {s}: {len(x)} samples x {x.shape[1]} features")
     df = evaluate_reference(args.folder, ds, splits, device)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -35,7 +37,10 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = "; ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        raise ConfigError(f"{where}: not valid YAML ({what or exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys to values")
     return data
@@ -75,21 +80,60 @@ def validate_config(config: Mapping, schema_path: str | Path) -> None:
 
 def semantic_errors(config: Mapping) -> list[str]:
     """Problems a JSON schema cannot express: cross references between keys."""
-    problems = []
+    problems = non_finite_errors(config)
     datasets = config.get("datasets", {})
     for name in config.get("run", []):
         if name not in datasets:
             problems.append(f"config key 'run': unknown dataset '{name}'; defined datasets: {sorted(datasets)}")
     for name, ds in datasets.items():
         kae = ds.get("kae")
+        if kae:
+            problems += lambda_grid_errors(kae, f"datasets.{name}.kae")
         if kae and kae.get("main_lambda_iso") not in kae.get("lambda_iso", []):
             problems.append(f"config key 'datasets.{name}.kae.main_lambda_iso': {kae.get('main_lambda_iso')} "
                             f"is not in the grid datasets.{name}.kae.lambda_iso = {kae.get('lambda_iso')}")
+        for split, spec in (ds.get("splits") or {}).items():
+            size, least = (spec or {}).get("size"), MIN_PER_CLASS * int(ds.get("classes") or 1)
+            if isinstance(size, int) and size < least:
+                problems.append(f"config key 'datasets.{name}.splits.{split}.size': {size} samples are too few; at "
+                                f"least {MIN_PER_CLASS} per class, {least} for {ds.get('classes')} classes")
         targets = (ds.get("unlearn") or {}).get("target_classes") or []
         bad = [c for c in targets if not (isinstance(c, int) and 0 <= c < int(ds.get("classes") or 0))]
         if bad:
             problems.append(f"config key 'datasets.{name}.unlearn.target_classes': {bad} not among the dataset's "
                             f"classes 0..{int(ds.get('classes') or 0) - 1} (datasets.{name}.classes = {ds.get('classes')})")
+    return problems
+
+
+MIN_PER_CLASS = 2  # a split needs at least this many samples per class (on average)
+
+
+def non_finite_errors(node: Any, where: tuple = ()) -> list[str]:
+    """Every NaN or infinite number in a config (YAML's .nan, .inf), naming its key; a schema lets them through."""
+    if isinstance(node, Mapping):
+        return [p for k, v in node.items() for p in non_finite_errors(v, (*where, k))]
+    if isinstance(node, (list, tuple)):
+        return [p for i, v in enumerate(node) for p in non_finite_errors(v, (*where, i))]  # as the schema: key.1
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"config key '{key_path(where)}': {node} is not a finite number"]
+    return []
+
+
+def lambda_grid_errors(kae: Mapping, where: str) -> list[str]:
+    """Isometry weights that cannot name a result folder, or that share one with another weight."""
+    problems, seen = [], {}
+    for value in kae.get("lambda_iso") or []:
+        if isinstance(value, float) and not math.isfinite(value):
+            continue  # named by non_finite_errors
+        why = lambda_tag_problem(value)
+        if why:
+            problems.append(f"config key '{where}.lambda_iso': {why}")
+            continue
+        tag = lambda_tag(value)
+        if tag in seen:
+            problems.append(f"config key '{where}.lambda_iso': {seen[tag]!r} and {value!r} are the same weight "
+                            f"(both the folder 'iso{tag}'); list each weight once")
+        seen.setdefault(tag, value)
     return problems
 
 
@@ -100,9 +144,43 @@ def check_semantics(config: Mapping) -> None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+LAMBDA_TAG_PATTERN = re.compile(r"[0-9][0-9.e+-]*")  # the {lam} wildcard of the rules (common.smk)
+
+
 def lambda_tag(value: float) -> str:
-    """Path-friendly text of an isometry weight: 1, 0.1, 0.001, 0.0001, 0."""
-    return f"{float(value):g}"
+    """Path-friendly text of an isometry weight that reads back as exactly that weight.
+
+    The short form (1, 0.1, 0.001, 0.0001, 0) where it round-trips, else Python's shortest
+    round-trip repr (0.1000001), so two distinct weights never share a result folder.
+    """
+    x = float(value)
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
+
+
+def lambda_tag_problem(value: Any) -> str | None:
+    """Why an isometry weight cannot name a result folder (None when it can)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return f"{value!r} is not a number"
+    tag = lambda_tag(x)
+    if not math.isfinite(x):
+        return f"{value!r} is not a finite number"
+    if x == 0 and math.copysign(1.0, x) < 0:
+        return "-0.0 (negative zero) would name a folder 'iso-0'; write 0"
+    if not LAMBDA_TAG_PATTERN.fullmatch(tag) or float(tag) != value:
+        return f"{value!r} cannot be written exactly as a folder name (it would be 'iso{tag}')"
+    return None
+
+
+def lambda_value(kae: Mapping, tag: str, where: str = "kae.lambda_iso") -> float:
+    """The configured isometry weight whose result folder is `iso<tag>` (never the tag parsed back)."""
+    matches = [x for x in kae.get("lambda_iso", []) if lambda_tag(x) == tag]
+    if len(matches) != 1:
+        raise ConfigError(f"config key '{where}': {'no' if not matches else 'more than one'} weight of the grid "
+                          f"{kae.get('lambda_iso')} has the folder name 'iso{tag}'")
+    return float(matches[0])
 
 
 def dataset_root(config: Mapping, name: str) -> str | None:

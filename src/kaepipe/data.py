@@ -12,6 +12,7 @@ import hashlib
 import shutil
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,10 @@ class DataSource:
     palette: tuple[str, ...] | None = None
     default_eps: Mapping[str, float] | None = field(default=None, hash=False)
 
-    def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str]) -> Path | None:
-        """The verified folder the splits are read from (None for a generated source)."""
+    def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
+                hint: str | None = None) -> Path | None:
+        """The verified folder the splits are read from (None for a generated source); `hint` says how the
+        user passes the folder (for the error when it is missing)."""
         return None
 
     def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -148,28 +151,80 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or raw) into a numpy array, checking its header and size."""
+MAX_IDX_BYTES = 1 << 30  # a sane maximum for one IDX body (MNIST's training images: 47 MB)
+_CHUNK = 1 << 20
+
+
+def _open_idx(path: Path):
+    """The file's decompressed byte stream (gzip when it ends in .gz)."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_idx_header(f, path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """Type and shape from an IDX stream positioned at its start; the stream is left at the body."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: wrong IDX magic number {magic.hex() if magic else '(empty)'}; "
+                        "expected 0x0000 followed by a type code and the number of dimensions")
+    ndim = magic[3]
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{path}: IDX header truncated")
+    shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+    return np.dtype(_IDX_DTYPES[magic[2]]), shape
+
+
+def _damaged(path: Path, exc: Exception) -> DataError:
+    return DataError(f"{path}: damaged gzip file ({exc}); delete it and provide the file again")
+
+
+def idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """The type and shape an IDX file's header declares (reads only the header)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: damaged gzip file ({exc}); delete it and provide the file again") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: wrong IDX magic number {raw[:4].hex() if raw else '(empty)'}; "
-                        "expected 0x0000 followed by a type code and the number of dimensions")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: IDX header truncated")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: IDX body has {len(raw) - header} bytes, header {shape} implies {expected}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        with _open_idx(path) as f:
+            return _read_idx_header(f, path)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _damaged(path, exc) from exc
+
+
+def read_idx(path: str | Path, shape: Sequence[int | None] | None = None,
+             max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or raw) into a numpy array, checking its header and size.
+
+    The header is read first and checked against `shape` (None entries: any size) and `max_bytes`;
+    then exactly the bytes it declares are decompressed, in chunks, and nothing may follow them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with _open_idx(path) as f:
+            dtype, found = _read_idx_header(f, path)
+            if shape is not None and (len(shape) != len(found)
+                                      or any(e is not None and e != g for e, g in zip(shape, found))):
+                expected = tuple("any" if e is None else e for e in shape)
+                raise DataError(f"{path}: IDX header declares shape {found}, expected {expected}")
+            n_bytes = int(np.prod(found, dtype=object)) * dtype.itemsize
+            if n_bytes > max_bytes:
+                raise DataError(f"{path}: IDX header declares shape {found} ({n_bytes} bytes), more than the "
+                                f"limit of {max_bytes} bytes; not a dataset kaepipe reads")
+            body = np.empty(n_bytes, dtype=np.uint8)
+            view, got = memoryview(body), 0
+            while got < n_bytes:
+                k = f.readinto(view[got:got + _CHUNK])
+                if not k:
+                    break
+                got += k
+            if got < n_bytes:
+                raise DataError(f"{path}: IDX body has {got} bytes, header {found} implies {n_bytes}")
+            if f.read(1):
+                raise DataError(f"{path}: IDX body is longer than the {n_bytes} bytes header {found} implies")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _damaged(path, exc) from exc
+    return body.view(dtype).reshape(found).astype(dtype.newbyteorder("="))
 
 
 def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -200,16 +255,20 @@ class IdxSource(DataSource):
     mirrors: Sequence[str]
     mean: float
     std: float
-    default_root: str | None = None
+    default_root: str | None = None  # set: never downloaded, read from here (a system package) by default
+    image_shape: tuple[int, int] = (28, 28)
+    package: str | None = None  # the Debian package that installs `default_root`
 
-    def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str]) -> Path:
-        return prepare_idx_root(self.name, root, cache_dir, splits)
+    def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
+                hint: str | None = None) -> Path:
+        return prepare_idx_root(self.name, root, cache_dir, splits, hint=hint)
 
     def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
         if root is None:
             raise DataError(f"no folder given for {self.name}")
         spec = ds["splits"][split]
         images, labels = load_idx_split(root, self, split)
+        check_labels(labels, ds.get("classes", self.classes), Path(root) / self.files[split][1], split)
         keep = stratified_subset(labels, spec.get("size") or len(labels), spec.get("seed", 0))
         return normalise_images(images[keep], self.mean, self.std), labels[keep]
 
@@ -245,6 +304,7 @@ FASHION_MNIST = IdxSource(
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     mean=0.2860, std=0.3530,
     default_root="/usr/share/datasets/fashion-mnist",
+    package="dataset-fashion-mnist",
 )
 
 IDX_SOURCES = {"mnist": register(MNIST), "fashion_mnist": register(FASHION_MNIST)}
@@ -276,7 +336,7 @@ def verify_idx_folder(root: Path, source: IdxSource, splits: Sequence[str]) -> N
                 verify_file(path, source.md5[name], f"the official {source.name} checksums")
 
 
-def download_idx(source: IdxSource, cache_dir: str | Path, timeout: float = 60.0) -> Path:
+def download_idx(source: IdxSource, cache_dir: str | Path, timeout: float = 60.0, hint: str | None = None) -> Path:
     """Download the source's official files into `cache_dir` (skipping verified ones) and verify their MD5."""
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -299,22 +359,32 @@ def download_idx(source: IdxSource, cache_dir: str | Path, timeout: float = 60.0
             raise DataError(
                 f"could not download {name} for {source.name}:\n  " + "\n  ".join(errors) +
                 f"\nTo run offline, put the four official files in a folder and pass it with "
-                f"`--config {source.name}_root=DIR` (or the dataset's `root` key); an MD5SUMS file beside "
+                f"{hint or f'`--config {source.name}_root=DIR`'}; an MD5SUMS file beside "
                 "them is used for verification when present.")
     return cache
 
 
 def load_idx_split(root: str | Path, source: IdxSource, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load one split of an IDX dataset as raw uint8 images (n, h, w) and int64 labels."""
+    """Load one split of an IDX dataset as raw uint8 images (n, h, w) and int64 labels.
+
+    Both headers are checked (dimensions, the source's image size, equal counts) before any body is read.
+    """
     root = Path(root)
     img_name, lab_name = source.files[split]
-    images = read_idx(root / img_name)
-    labels = read_idx(root / lab_name)
-    if images.ndim != 3 or labels.ndim != 1:
-        raise DataError(f"{root}: expected 3-D images and 1-D labels, got {images.shape} and {labels.shape}")
-    if len(images) != len(labels):
-        raise DataError(f"{root / img_name} has {len(images)} images but {root / lab_name} has "
-                        f"{len(labels)} labels")
+    (img_type, img_shape), (lab_type, lab_shape) = idx_header(root / img_name), idx_header(root / lab_name)
+    if len(img_shape) != 3 or len(lab_shape) != 1:
+        raise DataError(f"{root}: expected 3-D images and 1-D labels, got {img_shape} and {lab_shape}")
+    if img_shape[0] != lab_shape[0]:
+        raise DataError(f"{root / img_name} has {img_shape[0]} images but {root / lab_name} has "
+                        f"{lab_shape[0]} labels")
+    if img_shape[1:] != source.image_shape:
+        raise DataError(f"{root / img_name}: images of {img_shape[1]} x {img_shape[2]} pixels, expected "
+                        f"{source.image_shape[0]} x {source.image_shape[1]} for {source.name}")
+    for name, dtype in ((img_name, img_type), (lab_name, lab_type)):
+        if dtype != np.uint8:
+            raise DataError(f"{root / name}: IDX type {dtype}, expected unsigned bytes (ubyte)")
+    images = read_idx(root / img_name, img_shape)
+    labels = read_idx(root / lab_name, lab_shape)
     return images, labels.astype(np.int64)
 
 
@@ -370,29 +440,50 @@ def make_split(ds: Mapping, split: str, idx_root: str | Path | None = None) -> t
 
 
 def prepare_idx_root(source_name: str, root: str | Path | None, cache_dir: str | Path,
-                     splits: Sequence[str]) -> Path:
-    """The verified folder of an IDX dataset: `root` if given (checked), else a downloaded cache."""
+                     splits: Sequence[str], hint: str | None = None) -> Path:
+    """The verified folder of an IDX dataset: `root` if given (checked), else a downloaded cache.
+
+    `hint` says how the caller's user passes the folder (default: the Snakemake `--config` key).
+    """
     src = IDX_SOURCES[source_name]
+    hint = hint or f"`--config {src.name}_root=DIR` (or the dataset's `root` key)"
     root = root or src.default_root
     if root is None:
-        download_idx(src, Path(cache_dir) / src.name)
+        download_idx(src, Path(cache_dir) / src.name, hint=hint)
         return Path(cache_dir) / src.name
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: folder of {src.name} IDX files not found (set `{src.name}_root` or the "
-                        f"dataset's `root`, or leave both empty to download into {cache_dir})")
+        if src.default_root is not None:  # never downloaded (Fashion-MNIST): a system package or a folder
+            raise DataError(f"{root}: folder of {src.name} IDX files not found; {src.name} is never downloaded: "
+                            f"install the Debian package `{src.package}` (files in {src.default_root}) or pass "
+                            f"the folder of its four IDX files with {hint}")
+        raise DataError(f"{root}: folder of {src.name} IDX files not found; pass the folder of the four IDX files "
+                        f"with {hint}, or set none to download into {cache_dir}")
     verify_idx_folder(root, src, splits)
     return root
 
 
-def read_split(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of a split written by the datasets rule."""
+def check_labels(labels: np.ndarray, classes: int, path: str | Path, split: str) -> None:
+    """Raise DataError naming the file, the split and the values when a label is not a class 0..classes-1."""
+    bad = (labels < 0) | (labels >= int(classes))
+    if bad.any():
+        values = np.unique(labels[bad])
+        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+        raise DataError(f"{path}: {split} split has {int(bad.sum())} label(s) outside the dataset's classes "
+                        f"0..{int(classes) - 1}: {shown} (check the file or the dataset's `classes`)")
+
+
+def read_split(path: str | Path, classes: int | None = None, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of a split written by the datasets rule; labels checked against `classes` if given."""
 
     df = read_parquet(path, required=["label"])
     try:
-        return from_frame(df)
+        x, y = from_frame(df)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from exc
+    if classes is not None:
+        check_labels(y, classes, path, split or Path(path).stem)
+    return x, y
 
 
 def write_split(ds: Mapping, split: str, out: str | Path, idx_root: str | Path | None = None,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import importlib.metadata
 import json
 import os
 import platform
+import re
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,12 +27,64 @@ from kaepipe.errors import DataError
 PathLike = str | os.PathLike
 
 
+TMP_SUFFIX = ".kaepipe-tmp"
+_HOST = (re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host")[:32]
+
+
+def temp_owner(tmp: PathLike, path: PathLike) -> tuple[str, int] | None:
+    """(host, pid) of the writer of a temporary file of `path` (`.<name>.<host>.<pid>.<random>.kaepipe-tmp`),
+    or None when `tmp` is no such file (another output's, or not kaepipe's)."""
+    tmp_name, name = Path(tmp).name, Path(path).name
+    prefix = f".{name}."
+    if not (tmp_name.startswith(prefix) and tmp_name.endswith(TMP_SUFFIX)):
+        return None
+    parts = tmp_name[len(prefix):-len(TMP_SUFFIX)].split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host has that id (a process we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Remove the temporary files of `path` left by writers that died (same host, process gone); return them.
+
+    A writer killed in the middle of `atomic_path` leaves its temporary file; this runs whenever the same
+    output is written again. Files of live processes, or of other hosts (whose processes cannot be asked),
+    are kept.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):
+        owner = temp_owner(tmp, path)
+        if owner is not None and owner[0] == _HOST and owner[1] != os.getpid() and not _alive(owner[1]):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path` that is renamed onto it only if the block succeeds."""
+    """Yield a temporary path beside `path` that is renamed onto it only if the block succeeds.
+
+    The temporary file is `.<name>.<host>.<pid>.<random>.kaepipe-tmp`; those of dead writers of the same
+    output are removed first (`remove_stale_temps`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -138,6 +138,22 @@ def load_reps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     obj = load_torch(path)
     if not isinstance(obj, dict) or "layers" not in obj or "labels" not in obj:
         raise DataError(f"{path}: expected a dict with 'layers' and 'labels'")
-    return obj["layers"].numpy(), obj["labels"].numpy()
+    layers, labels = obj["layers"], obj["labels"]
+    if not isinstance(layers, torch.Tensor) or layers.ndim != 3 or not layers.is_floating_point():
+        raise DataError(f"{path}: 'layers' must be a float tensor (layers, n, width), got "
+                        f"{_describe(layers)}")
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
+        raise DataError(f"{path}: 'labels' must be an integer tensor (n,), got {_describe(labels)}")
+    if len(labels) != layers.shape[1] or min(layers.shape) < 1:
+        raise DataError(f"{path}: 'layers' {tuple(layers.shape)} (layers, n, width) and 'labels' "
+                        f"{tuple(labels.shape)} (n,) do not agree")
+    return layers.numpy(), labels.numpy()
+
+
+def _describe(obj) -> str:
+    """Shape and dtype of a tensor, else its type."""
+    if isinstance(obj, torch.Tensor):
+        return f"shape {tuple(obj.shape)}, dtype {str(obj.dtype).removeprefix('torch.')}"
+    return type(obj).__name__
 
 

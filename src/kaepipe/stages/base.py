@@ -18,7 +18,7 @@ from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
 def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: str, out_curve: str,
                       out_metrics: str, device: torch.device, log: Callable[[str], None] = print) -> dict:
     """Train the dataset's base ResMLP on its train split, then write weights, curve and accuracies."""
-    x_train, y_train = read_split(split_paths["train"])
+    x_train, y_train = read_split(split_paths["train"], ds["classes"], "train")
     cfg = TrainConfig.from_dict(ds["base"])
     seed_all(cfg.seed)
     model = ResMLP(model_config(ds, x_train.shape[1])).to(device)
@@ -29,7 +29,7 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
                              torch.as_tensor(y_train, device=device), cfg,
                              log_every=max(1, cfg.epochs // 20), log=log)
     seconds = time.perf_counter() - t0
-    splits = {s: read_split(p) for s, p in split_paths.items()}
+    splits = {s: read_split(p, ds["classes"], s) for s, p in split_paths.items()}
     acc = {s: evaluate_model(model, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
     protocols = {p: {"split": s, **acc[s]} for p, s in ds["evaluation"].items()}
     prov = provenance({"dataset": ds["name"], "base": ds["base"], "splits": ds["splits"]})

@@ -19,7 +19,7 @@ def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dic
     model = load_base_model(model_path, base_expectation(ds))
     reps = {}
     for split, path in split_paths.items():
-        x, y = read_split(path)
+        x, y = read_split(path, ds["classes"], split)
         reps[split] = (layer_tensors(model, x, device), y)
         log(f"{split}: {reps[split][0].shape[0]} layers x {reps[split][0].shape[1]} samples x "
             f"{reps[split][0].shape[2]} features")

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from kaepipe.config import dataset_sources
+from kaepipe.errors import DataError
 from kaepipe.io import provenance, read_json, read_parquet, write_json, write_text
 from kaepipe.report.tables import (
     TABLE_COLUMNS,
@@ -50,12 +51,37 @@ def run_isometry_tables(metrics_paths: Sequence[str], out: Mapping[str, str]) ->
     return table
 
 
+def read_accuracy(path: str, required: Sequence[str]) -> dict:
+    """An accuracy JSON (base metrics or a KAE's accuracy.json), naming the file and the key it lacks."""
+
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: expected a JSON object with keys {list(required)}")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {missing}; found {sorted(record)[:12]}")
+    protocols = record["protocols"]
+    if not isinstance(protocols, dict) or not protocols:
+        raise DataError(f"{path}: key 'protocols' must map each protocol to its split and accuracy")
+    for name, r in protocols.items():
+        for key, kind in (("split", str), ("macro", (int, float))):
+            if not isinstance(r, dict) or key not in r:
+                raise DataError(f"{path}: missing key 'protocols.{name}.{key}'")
+            if not isinstance(r[key], kind) or isinstance(r[key], bool):
+                raise DataError(f"{path}: key 'protocols.{name}.{key}' = {r[key]!r} is not a "
+                                f"{'string' if kind is str else 'number'}")
+    if "lambda_iso" in required and (isinstance(record["lambda_iso"], bool)
+                                     or not isinstance(record["lambda_iso"], (int, float))):
+        raise DataError(f"{path}: key 'lambda_iso' = {record['lambda_iso']!r} is not a number")
+    return record
+
+
 def run_accuracy_table(config: Mapping, base_metrics: Mapping[str, str], kae_accuracy: Sequence[str],
                        out: Mapping[str, str]) -> pd.DataFrame:
     """Aggregate the base-model and surrogate accuracies of every dataset into the accuracy tables."""
 
-    base = {ds: read_json(p) for ds, p in base_metrics.items()}
-    kae = [read_json(p) for p in kae_accuracy]
+    base = {ds: read_accuracy(p, ("protocols",)) for ds, p in base_metrics.items()}
+    kae = [read_accuracy(p, ("dataset", "lambda_iso", "protocols")) for p in kae_accuracy]
     main = {ds: config["datasets"][ds]["kae"]["main_lambda_iso"] for ds in base}
     table, long = accuracy_tables(base, kae, main)
     prov = provenance({"datasets": {ds: config["datasets"][ds] for ds in base}})

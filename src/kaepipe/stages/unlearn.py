@@ -34,7 +34,7 @@ def run_unlearn_baseline(ds: Mapping, kind: str, target_class: int, split_paths:
     """One baseline for one target class: per-class accuracy of the base network before and after."""
 
     check_target(ds, target_class)
-    splits = {s: read_split(p) for s, p in split_paths.items()}
+    splits = {s: read_split(p, ds["classes"], s) for s, p in split_paths.items()}
     base = load_base_model(base_path, base_expectation(ds))
     before = {s: evaluate_model(base, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
     model, timing = unlearn_baseline(ds, kind, target_class, base, *splits["train"], device, log)
