@@ -45,6 +45,11 @@ def ds_subset(*keys, drop=()):
     return params
 
 
+def ds_params(dataset, *keys, drop=()):
+    """The same as ds_subset, for a rule without a dataset wildcard (one rule per dataset)."""
+    return config_subset(dataset_config(config, dataset), keys, drop)
+
+
 def data_paths(wildcards):
     """The dataset's splits (input function)."""
     return {s: P.fill(P.SPLIT, dataset=wildcards.dataset, split=s) for s in SPLITS}

@@ -1,27 +1,70 @@
-rule kae:
-    """Train one Koopman autoencoder from L0 to the last layer at one isometry weight and seed."""
-    input:
-        reps=P.partial(P.REPS, split="train"),
-        preprocessing=P.PREPROCESSING,
-    output:
-        model=P.KAE_MODEL,
-        losses=P.KAE_LOSSES,
-        metrics=P.KAE_METRICS,
-    params:
-        ds=ds_subset("kae"),
-    log:
-        "results/logs/kae/{dataset}_iso{lam}_seed{seed}.log",
-    benchmark:
-        "results/benchmarks/kae/{dataset}_iso{lam}_seed{seed}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=240,
-        gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
-    script:
-        "../scripts/kae.py"
+# KAE training. Per dataset, `kae.pack` decides how its isometry-weight x seed grid is split into jobs:
+# each pack trains as one vectorised ensemble (kaepipe.nn.ensemble) and writes every member's files, the
+# same files a one-KAE job writes. `seed` packs use the wildcard rule `kae`, one KAE per job.
+SINGLE_KAE_DATASETS = [d for d in DATASETS if P.kae_pack_mode(config, d) == "seed"]
+
+
+if SINGLE_KAE_DATASETS:
+
+    rule kae:
+        """Train one Koopman autoencoder from L0 to the last layer at one isometry weight and seed."""
+        input:
+            reps=P.partial(P.REPS, split="train"),
+            preprocessing=P.PREPROCESSING,
+        output:
+            model=P.KAE_MODEL,
+            losses=P.KAE_LOSSES,
+            metrics=P.KAE_METRICS,
+        params:
+            ds=ds_subset("kae"),
+        log:
+            "results/logs/kae/{dataset}_iso{lam}_seed{seed}.log",
+        benchmark:
+            "results/benchmarks/kae/{dataset}_iso{lam}_seed{seed}.tsv"
+        wildcard_constraints:
+            dataset="|".join(SINGLE_KAE_DATASETS),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=240,
+            gpu=1,
+        conda:
+            "../envs/kaepipe.yaml"
+        script:
+            "../scripts/kae.py"
+
+
+for _dataset in DATASETS:
+    if _dataset in SINGLE_KAE_DATASETS:
+        continue
+    for _pack, _members in P.kae_packs(config, _dataset):
+
+        rule:
+            name:
+                P.rule_name("kae", _dataset, _pack)
+            input:
+                reps=P.fill(P.REPS, dataset=_dataset, split="train"),
+                preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
+            output:
+                model=[P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s) for t, s in _members],
+                losses=[P.fill(P.KAE_LOSSES, dataset=_dataset, lam=t, seed=s) for t, s in _members],
+                metrics=[P.fill(P.KAE_METRICS, dataset=_dataset, lam=t, seed=s) for t, s in _members],
+            params:
+                ds=ds_params(_dataset, "kae"),
+                members=[[t, s] for t, s in _members],
+            log:
+                f"results/logs/kae/{_dataset}_{_pack}.log",
+            benchmark:
+                f"results/benchmarks/kae/{_dataset}_{_pack}.tsv"
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=60 + 60 * len(_members),
+                gpu=1,
+            conda:
+                "../envs/kaepipe.yaml"
+            script:
+                "../scripts/kae_pack.py"
 
 
 rule surrogate_accuracy:

@@ -27,7 +27,7 @@ member's parameters, to be saved with ``save_kae`` and evaluated by the existing
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import pandas as pd
@@ -38,7 +38,7 @@ from kaepipe.errors import ConfigError, TrainingDivergedError
 from kaepipe.linalg import expm
 from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.nn.losses import TERMS, IsoFn, kae_pass
+from kaepipe.nn.losses import TERMS, IsoFn, kae_pass, loss_weights
 from kaepipe.nn.train import TrainConfig, lr_at, make_optimizer, seed_all, set_lr
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +205,8 @@ def iso_runs(lambdas: Sequence[float]) -> list[tuple[int, int]]:
 
 
 def ensemble_losses(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, lambdas: Sequence[float],
-                    iso_fn: IsoFn | None = None, lambda_tensor: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    iso_fn: IsoFn | None = None, lambda_tensor: torch.Tensor | None = None,
+                    weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
     """`kaepipe.kae.kae_losses` of every member on its own batch: each term a (M,) tensor.
 
     x0, xl: (M, n, q). lambdas: the M isometry weights (host floats; lambda_tensor, the same as a
@@ -217,8 +218,18 @@ def ensemble_losses(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, lambda
     """
     m = x0.shape[0]
     p = kae_pass(ens, x0, xl)
-    out = {name: TERMS[name].value(p, None) for name in TERMS if name != "iso"}
-    total = sum(out.values()) if len(out) > 1 else next(iter(out.values()))
+    w = loss_weights(weights)  # shared by the members; the isometry weight is each member's lambda
+    out, total = {}, None
+    for name, term in TERMS.items():
+        if name == "iso":
+            continue
+        if w[name] == 0:
+            out[name] = torch.full((m,), float("nan"), dtype=x0.dtype, device=x0.device)
+            continue
+        v = out[name] = term.value(p, None)
+        v = v if w[name] == 1.0 else w[name] * v
+        total = v if total is None else total + v
+    total = total if total is not None else torch.zeros(m, dtype=x0.dtype, device=x0.device)
     runs = iso_runs(lambdas)
     if not runs:
         return {**out, "iso": torch.full_like(total, float("nan")), "total": total}
@@ -281,14 +292,14 @@ def clip_grad_norm_members(params: Sequence[torch.Tensor], max_norm: float) -> N
         g.mul_(scale.view(-1, *(1,) * (g.dim() - 1)))
 
 
-def _first_divergence(sums: torch.Tensor, lambdas: Sequence[float], curve_terms: Sequence[str]
-                      ) -> list[tuple[int, str, float]]:
+def _first_divergence(sums: torch.Tensor, lambdas: Sequence[float], curve_terms: Sequence[str],
+                      skip: frozenset[str] = frozenset()) -> list[tuple[int, str, float]]:
     """(member, term, value) of the first non-finite term of each diverged member (check_finite's order)."""
     bad = []
     finite = torch.isfinite(sums)
     for m in torch.nonzero(~finite.all(0)).flatten().tolist():  # iso is NaN where lambda is 0
         for j, term in enumerate(curve_terms):
-            if term == "iso" and not lambdas[m] > 0:
+            if term in skip or (term == "iso" and not lambdas[m] > 0):
                 continue
             if not finite[j, m]:
                 bad.append((m, term, float(sums[j, m])))
@@ -298,7 +309,8 @@ def _first_divergence(sums: torch.Tensor, lambdas: Sequence[float], curve_terms:
 
 def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: TrainConfig,
                      lambdas: Sequence[float], seeds: Sequence[int], iso_fn: IsoFn | None = None,
-                     log: Callable[[str], None] = print, log_every: int = 0) -> list[pd.DataFrame]:
+                     log: Callable[[str], None] = print, log_every: int = 0,
+                     weights: Mapping[str, float] | None = None) -> list[pd.DataFrame]:
     """Train every member of `ens` on the shared (x0, x_last) pairs; return each member's per-epoch losses.
 
     Member m trains as ``fit_kae(member, x0, xl, replace(cfg, seed=seeds[m]), lambdas[m])`` would
@@ -315,6 +327,7 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
         raise ConfigError(f"x0 and x_last must be (n, q) of one shape, got {tuple(x0.shape)} and {tuple(xl.shape)}")
     device, n, b = x0.device, len(x0), cfg.batch_size
     curve_terms = (*TERMS, "total")  # the registered loss terms' columns, then the total
+    skip = frozenset(t for t, v in loss_weights(weights).items() if v == 0 and t != "iso")  # not computed (NaN)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     lam = torch.tensor(lambdas, dtype=x0.dtype, device=device)
     iso_fn = iso_fn or isometry_loss
@@ -334,7 +347,7 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
             idx = perms[:, start:start + b]
             if idx.shape[1] < 2:  # batch_indices(min_last=2), as fit_kae
                 continue
-            losses = ensemble_losses(ens, x0[idx], xl[idx], lambdas, iso_fn, lam)
+            losses = ensemble_losses(ens, x0[idx], xl[idx], lambdas, iso_fn, lam, weights)
             opt.zero_grad(set_to_none=True)
             losses["total"].sum().backward()
             if cfg.clip_grad_norm:
@@ -343,7 +356,7 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
             sums += torch.stack([losses[t].detach() for t in curve_terms]) * idx.shape[1]
             seen += idx.shape[1]
         host = sums.cpu()  # the one wait per epoch
-        bad = _first_divergence(host, lambdas, curve_terms)
+        bad = _first_divergence(host, lambdas, curve_terms, skip)
         if bad:
             m, term, value = bad[0]
             raise EnsembleMemberDivergedError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.nn.checkpoints import save_kae
+from kaepipe.nn.ensemble import KAEEnsemble, fit_kae_ensemble
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.losses import kae_metrics, loss_weights
 from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
@@ -28,6 +29,59 @@ def preprocessed_pair(reps_path: str | Path, preprocessing_path: str | Path) -> 
 
     layers, labels = load_reps(reps_path)
     return (*training_pair(layers, load_preprocessing(preprocessing_path, [0, len(layers) - 1])), labels)
+
+
+def _write_member(ds: Mapping, kae: Mapping, model: KoopmanAutoencoder, curve, x0_t: torch.Tensor, xl_t: torch.Tensor,
+                  lambda_iso: float, seed: int, train_cfg, seconds: float, outputs: Mapping[str, str],
+                  device: torch.device, log: Callable[[str], None], pack: Mapping | None = None) -> dict:
+    """Final metrics and the three files of one trained KAE (the checkpoint last: on disk means done)."""
+    weights = loss_weights(kae.get("loss_weights"), lambda_iso)
+    final = kae_metrics(model, x0_t, xl_t, weights, seed=seed)
+    log(f"lambda_iso {lambda_iso}, seed {seed}: final training metrics: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in final.items()))
+    prov = provenance({"dataset": ds["name"], "kae": kae, "lambda_iso": lambda_iso, "seed": seed})
+    meta = {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed, "train": train_cfg.to_dict(),
+            "provenance": prov}
+    write_parquet(curve, outputs["losses"], {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed})
+    metrics = {**meta, "train_metrics": final, "train_seconds": seconds, "epochs": train_cfg.epochs,
+               "samples_per_second": len(x0_t) * train_cfg.epochs / seconds, "device": str(device)}
+    if pack is not None:
+        metrics["pack"] = dict(pack)
+    write_json(metrics, outputs["metrics"])
+    save_kae(model.cpu(), outputs["model"], meta)
+    return metrics
+
+
+def run_kae_pack(ds: Mapping, members: Sequence[tuple[float, int]], reps_train: str, preprocessing: str,
+                 outputs: Sequence[Mapping[str, str]], device: torch.device,
+                 log: Callable[[str], None] = print) -> list[dict]:
+    """Train a pack of KAEs of one dataset, members (lambda_iso, seed), as one ensemble; write each
+    member's files (outputs[i]: model, losses, metrics) exactly as a single KAE's job would.
+
+    Member i starts from the initialisation and batch order of a single run with its seed and trains
+    with its own weight, clipping and optimiser state (kaepipe.nn.ensemble). Nothing is written unless
+    every member trains: a diverging member stops the pack with an error naming its (lambda_iso, seed).
+    """
+    kae = ds["kae"]
+    if len(members) != len(outputs) or not members:
+        raise ValueError(f"a pack needs one output set per member, got {len(members)} members, {len(outputs)}")
+    x0, xl, _ = preprocessed_pair(reps_train, preprocessing)
+    cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
+    lambdas, seeds = [float(lam) for lam, _ in members], [int(s) for _, s in members]
+    train_cfg = kae_train_config(kae, seeds[0])
+    ens = KAEEnsemble.from_seeds(cfg, seeds, device=device)
+    x0_t, xl_t = torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device)
+    log(f"training {len(members)} KAEs {cfg.to_dict()} as one ensemble on {len(x0)} pairs, (lambda_iso, seed) "
+        f"{list(zip(lambdas, seeds))}, {train_cfg.epochs} epochs, device {device}")
+    t0 = time.perf_counter()
+    curves = fit_kae_ensemble(ens, x0_t, xl_t, train_cfg, lambdas, seeds, weights=kae.get("loss_weights"),
+                              log=log, log_every=max(1, train_cfg.epochs // 10))
+    seconds = time.perf_counter() - t0
+    log(f"pack trained in {seconds:.1f}s ({seconds / len(members):.1f}s per KAE)")
+    pack = {"members": len(members), "seconds": seconds}
+    return [_write_member(ds, kae, ens.member(i), curves[i], x0_t, xl_t, lambdas[i], seeds[i], train_cfg,
+                          seconds / len(members), outputs[i], device, log, pack)
+            for i in range(len(members))]
 
 
 def run_kae_training(ds: Mapping, lambda_iso: float, seed: int, reps_train: str, preprocessing: str,
@@ -48,14 +102,5 @@ def run_kae_training(ds: Mapping, lambda_iso: float, seed: int, reps_train: str,
     weights = loss_weights(kae.get("loss_weights"), lambda_iso)
     curve = fit_kae(model, x0_t, xl_t, train_cfg, weights, log=log, log_every=max(1, train_cfg.epochs // 10))
     seconds = time.perf_counter() - t0
-    final = kae_metrics(model, x0_t, xl_t, weights, seed=seed)
-    log("final training metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in final.items()))
-    prov = provenance({"dataset": ds["name"], "kae": kae, "lambda_iso": lambda_iso, "seed": seed})
-    meta = {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed, "train": train_cfg.to_dict(),
-            "provenance": prov}
-    write_parquet(curve, out_losses, {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed})
-    metrics = {**meta, "train_metrics": final, "train_seconds": seconds, "epochs": train_cfg.epochs,
-               "samples_per_second": len(x0) * train_cfg.epochs / seconds, "device": str(device)}
-    write_json(metrics, out_metrics)
-    save_kae(model.cpu(), out_model, meta)  # last: a checkpoint on disk means the job finished
-    return metrics
+    return _write_member(ds, kae, model, curve, x0_t, xl_t, lambda_iso, seed, train_cfg, seconds,
+                         {"model": out_model, "losses": out_losses, "metrics": out_metrics}, device, log)

@@ -9,6 +9,7 @@ use Snakemake's wildcard syntax (``{dataset}``, ``{split}``, ``{lam}``, ``{seed}
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,6 +105,35 @@ def kae_paths(config: Mapping[str, Any], datasets: Sequence[str], template: str,
                 if path not in out:
                     out.append(path)
     return out
+
+
+PACKS = ("grid", "lambda", "seed")
+
+
+def kae_pack_mode(config: Mapping[str, Any], dataset: str) -> str:
+    """How the dataset's KAEs are packed into jobs (`kae.pack`): grid | lambda | seed."""
+    return config["datasets"][dataset]["kae"].get("pack", "lambda")
+
+
+def kae_packs(config: Mapping[str, Any], dataset: str) -> list[tuple[str, list[tuple[str, int]]]]:
+    """The dataset's KAE packs: (pack name, members [(lambda tag, seed)]), in grid order.
+
+    grid: one pack of every KAE; lambda: one pack per isometry weight (its seeds); seed: one KAE per
+    pack (the wildcard rule `kae` trains those).
+    """
+    kae = config["datasets"][dataset]["kae"]
+    tags, seeds = [lambda_tag(x) for x in kae["lambda_iso"]], [int(s) for s in kae["seeds"]]
+    mode = kae_pack_mode(config, dataset)
+    if mode == "grid":
+        return [("grid", [(t, s) for t in tags for s in seeds])]
+    if mode == "lambda":
+        return [(f"iso{t}", [(t, s) for s in seeds]) for t in tags]
+    return [(f"iso{t}_seed{s}", [(t, s)]) for t in tags for s in seeds]
+
+
+def rule_name(*parts: str) -> str:
+    """A Snakemake rule name from parts (kae, dataset, pack): letters, digits and underscores only."""
+    return "_".join(re.sub(r"[^A-Za-z0-9]+", "_", str(p)).strip("_") for p in parts)
 
 
 def topology_reps_path(config: Mapping[str, Any], dataset: str) -> str:
