@@ -18,7 +18,7 @@ left out of that count (its degree and squarings depend on W: near W = I, at the
 almost nothing); an upper bound, 24 p x p products a member (~8 forward, 16 backward), is printed
 beside it, so the GFLOP/s is a lower bound of the rate achieved.
 
---iso default|none|MODULE:NAME: the isometry term by the default per-member loop (MemberIsoLoss), not
+--iso default|none|MODULE:NAME: the isometry term by the default fused kernel (kaepipe.nn.isometry), not
 at all (every weight 0: the model and optimiser alone), or by a batched kernel iso_fn(x (M, n, q),
 z (M, n, p)) -> (M,) imported from MODULE (a class is instantiated first).
 
@@ -38,7 +38,7 @@ import time
 
 import torch
 
-from kaepipe.nn.ensemble import KAEEnsemble, MemberIsoLoss, fit_kae_ensemble
+from kaepipe.nn.ensemble import KAEEnsemble, fit_kae_ensemble
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.train import TrainConfig, configure_torch, fit_kae, seed_all
 
@@ -154,7 +154,7 @@ def main() -> None:
     def run_ensemble(samples: int, epochs: int) -> None:
         ens = KAEEnsemble.from_seeds(cfg, seeds, device=device, dtype=dtype)
         fit_kae_ensemble(ens, x0[:samples], xl[:samples], TrainConfig(**{**tcfg.to_dict(), "epochs": epochs}),
-                         lambdas, seeds, iso_fn=iso_fn if iso_fn is not None else MemberIsoLoss(), log=quiet)
+                         lambdas, seeds, iso_fn=iso_fn, log=quiet)
 
     def run_single(samples: int, epochs: int) -> None:
         seed_all(0)

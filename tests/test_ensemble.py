@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -212,3 +216,51 @@ def test_member_round_trips_through_save_and_load(tmp_path):
         for k, v in loaded.state_dict().items():
             assert torch.equal(v, ens.state_dict()[k][i]), k
         torch.testing.assert_close(loaded(x0), out[i], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_ensemble_on_cuda_tracks_the_cpu():
+    """The same ensemble trained on CUDA (float64) ends where the CPU's does, member by member."""
+    cfg = KAEConfig(5, 8, 4, 3)
+    x0, xl = data()
+    tcfg = train_cfg(epochs=10)
+    cpu, cpu_curves = ensemble(cfg, tcfg, x0, xl)
+    ens = KAEEnsemble.from_seeds(cfg, SEEDS, device="cuda", dtype=torch.float64)
+    curves = fit_kae_ensemble(ens, x0.cuda(), xl.cuda(), tcfg, LAMBDAS, SEEDS, log=quiet)
+    for a, b in zip(cpu_curves, curves):
+        np.testing.assert_allclose(b["total"].to_numpy(), a["total"].to_numpy(), rtol=1e-6)
+    for k, v in cpu.state_dict().items():
+        torch.testing.assert_close(ens.state_dict()[k].cpu(), v, rtol=1e-6, atol=1e-8)
+
+
+def test_a_pack_writes_each_members_files_like_a_single_job(tmp_path):
+    """run_kae_pack writes the usual three files per member; member files load as ordinary KAEs whose
+    metadata names their own (lambda_iso, seed), and a diverging member writes nothing."""
+    from kaepipe.errors import TrainingDivergedError
+    from kaepipe.represent import fit_preprocessing, save_preprocessing
+    from kaepipe.stages.kae import run_kae_pack
+    from kaepipe.tensor_io import save_torch
+
+    rng = np.random.default_rng(0)
+    layers = np.stack([rng.normal(size=(120, 6)) for _ in range(3)]).astype(np.float32)
+    save_torch({"layers": torch.from_numpy(layers), "labels": torch.from_numpy(rng.integers(0, 3, 120))},
+               tmp_path / "train.pt")
+    save_preprocessing(fit_preprocessing(list(layers), pca_dim=4), tmp_path / "pre.safetensors")
+    ds = {"name": "toy", "kae": {"hidden": 8, "latent": 5, "k": 2, "lambda_iso": [1.0, 0.0], "main_lambda_iso": 1.0,
+                                 "seeds": [21, 365], "epochs": 3, "batch_size": 32, "lr": 0.01}}
+    members = [(1.0, 21), (0.0, 21), (1.0, 365)]
+    outputs = [{k: str(tmp_path / f"m{i}.{k}") for k in ("model", "losses", "metrics")} for i in range(3)]
+    metrics = run_kae_pack(ds, members, str(tmp_path / "train.pt"), str(tmp_path / "pre.safetensors"), outputs,
+                           torch.device("cpu"), log=quiet)
+    for (lam, seed), out, m in zip(members, outputs, metrics):
+        model, meta = load_kae(out["model"])
+        assert isinstance(model, KoopmanAutoencoder) and model.cfg.latent == 5
+        assert (meta["lambda_iso"], meta["seed"]) == (lam, seed) == (m["lambda_iso"], m["seed"])
+        assert json.loads(Path(out["metrics"]).read_text())["pack"]["members"] == 3
+        assert len(pd.read_parquet(out["losses"])) == 3
+    bad = {**ds, "kae": {**ds["kae"], "lr": 1e30}}
+    outputs = [{k: str(tmp_path / f"bad{i}.{k}") for k in ("model", "losses", "metrics")} for i in range(3)]
+    with pytest.raises(TrainingDivergedError, match=r"lambda_iso \d"):
+        run_kae_pack(bad, members, str(tmp_path / "train.pt"), str(tmp_path / "pre.safetensors"), outputs,
+                     torch.device("cpu"), log=quiet)
+    assert not list(tmp_path.glob("bad*"))
