@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import json
 import subprocess
 import sys
@@ -189,3 +190,36 @@ def test_variant_study_of_base_networks_writes_the_layer_row(tiny_run):
     kae = run_variants(tiny_run, "kae", "--dataset", "yinyang", "--seeds", "21", "--base-dir", str(e2),
                        "--variant", "on_e2", "epochs=5")  # KAEs on that network's own layers
     assert kae["paper"].between(0, 100).all() and np.isfinite(kae["final_loss"]).all()
+
+
+def test_packs_train_the_same_kaes_as_one_job_each(tiny_run, tmp_path):
+    """tests/config/packs.yaml trains the tiny grids in packs (Yin-Yang: the whole grid in one job; MNIST:
+    one job per isometry weight). Every member's files appear where a one-KAE job writes them, carry
+    their own (lambda_iso, seed), and match the one-KAE jobs of the tiny run up to float rounding
+    (the ensemble's batched products round differently)."""
+    import shutil
+
+    work = tmp_path / "packs"
+    shutil.copytree(tiny_run / "results", work / "results")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+           "--configfile", *TINY_CONFIGS, str(REPO / "tests" / "config" / "packs.yaml"),
+           "--config", f"mnist_root={offline_mnist()}", "--cores", "2", "results/tables/accuracy.csv"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    log = proc.stderr + proc.stdout
+    assert re.search(r"^kae_yinyang_grid\s+1$", log, flags=re.MULTILINE), log[-3000:]
+    assert re.search(r"^kae_mnist_iso0_001\s+1$", log, flags=re.MULTILINE), log[-3000:]
+    assert not re.search(r"^kae\s+\d+$", log, flags=re.MULTILINE)
+    for d, grid in (("yinyang", [(1, 21), (1, 365), (0, 21), (0, 365)]), ("mnist", [(0.001, 21), (0.001, 365)])):
+        for lam, seed in grid:
+            kdir = f"results/{d}/kae/iso{lam:g}/seed{seed}"
+            packed = json.loads((work / kdir / "metrics.json").read_text())
+            single = json.loads((tiny_run / kdir / "metrics.json").read_text())
+            assert (packed["lambda_iso"], packed["seed"]) == (lam, seed) and packed["pack"]["members"] >= 2
+            for term in ("recon", "state", "latent", "total"):
+                assert packed["train_metrics"][term] == pytest.approx(single["train_metrics"][term], rel=2e-2), term
+            acc_p = json.loads((work / kdir / "accuracy.json").read_text())["protocols"]["heldout"]["macro"]
+            acc_s = json.loads((tiny_run / kdir / "accuracy.json").read_text())["protocols"]["heldout"]["macro"]
+            assert abs(acc_p - acc_s) <= 3.0, (kdir, acc_p, acc_s)
+    table = pd.read_csv(work / "results" / "tables" / "accuracy.csv")
+    assert set(table.dataset) == {"yinyang", "mnist"} and (table.n_seeds[table.model == "KAE"] == 2).all()

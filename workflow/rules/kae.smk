@@ -67,28 +67,65 @@ for _dataset in DATASETS:
                 "../scripts/kae_pack.py"
 
 
-rule surrogate_accuracy:
-    """Classify through the KAE (L0 -> phi -> K^k -> psi -> output layer) under every protocol."""
-    input:
-        kae=P.KAE_MODEL,
-        base=P.BASE_MODEL,
-        preprocessing=P.PREPROCESSING,
-        train=P.partial(P.REPS, split="train"),
-        test=P.partial(P.REPS, split="test"),
-    output:
-        P.KAE_ACCURACY,
-    params:
-        ds=ds_subset("base", "kae"),
-    log:
-        "results/logs/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.log",
-    benchmark:
-        "results/benchmarks/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
-    script:
-        "../scripts/surrogate_accuracy.py"
+if SINGLE_KAE_DATASETS:
+
+    rule surrogate_accuracy:
+        """Classify through the KAE (L0 -> phi -> K^k -> psi -> output layer) under every protocol."""
+        input:
+            kae=P.KAE_MODEL,
+            base=P.BASE_MODEL,
+            preprocessing=P.PREPROCESSING,
+            train=P.partial(P.REPS, split="train"),
+            test=P.partial(P.REPS, split="test"),
+        output:
+            P.KAE_ACCURACY,
+        params:
+            ds=ds_subset("base", "kae"),
+        log:
+            "results/logs/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.log",
+        benchmark:
+            "results/benchmarks/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.tsv"
+        wildcard_constraints:
+            dataset="|".join(SINGLE_KAE_DATASETS),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20,
+            gpu=1,
+        conda:
+            "../envs/kaepipe.yaml"
+        script:
+            "../scripts/surrogate_accuracy.py"
+
+
+for _dataset in DATASETS:
+    if _dataset in SINGLE_KAE_DATASETS:
+        continue
+    for _pack, _members in P.kae_packs(config, _dataset):
+
+        rule:
+            name:
+                P.rule_name("surrogate_accuracy", _dataset, _pack)
+            input:
+                kae=[P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s) for t, s in _members],
+                base=P.fill(P.BASE_MODEL, dataset=_dataset),
+                preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
+                train=P.fill(P.REPS, dataset=_dataset, split="train"),
+                test=P.fill(P.REPS, dataset=_dataset, split="test"),
+            output:
+                [P.fill(P.KAE_ACCURACY, dataset=_dataset, lam=t, seed=s) for t, s in _members],
+            params:
+                ds=ds_params(_dataset, "base", "kae"),
+            log:
+                f"results/logs/surrogate_accuracy/{_dataset}_{_pack}.log",
+            benchmark:
+                f"results/benchmarks/surrogate_accuracy/{_dataset}_{_pack}.tsv"
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=20,
+                gpu=1,
+            conda:
+                "../envs/kaepipe.yaml"
+            script:
+                "../scripts/surrogate_accuracy.py"

@@ -1,8 +1,9 @@
-"""Surrogate accuracy of one KAE."""
+"""Surrogate accuracy of one KAE, or of every KAE of a pack (one JSON file each)."""
 from kaepipe.runtime import rule_context
-from kaepipe.stages.surrogate import run_surrogate_accuracy
+from kaepipe.stages.surrogate import run_surrogate_pack
 
 with rule_context(snakemake) as (log, device):
     inp = snakemake.input
-    run_surrogate_accuracy(snakemake.params.ds, inp.kae, inp.base, inp.preprocessing,
-                           {"train": inp.train, "test": inp.test}, snakemake.output[0], device, log=log.info)
+    kaes = [inp.kae] if isinstance(inp.kae, str) else list(inp.kae)
+    run_surrogate_pack(snakemake.params.ds, kaes, inp.base, inp.preprocessing, {"train": inp.train, "test": inp.test},
+                       list(snakemake.output), device, log=log.info)
