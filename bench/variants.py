@@ -53,9 +53,9 @@ def train_one(job: dict) -> dict:
     from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
     from kaepipe.nn.train import configure_torch, fit_kae, kae_train_config, seed_all
     from kaepipe.represent import load_preprocessing, load_reps
-    from kaepipe.settings import method_settings, unlearn_settings
+    from kaepipe.settings import unlearn_settings
     from kaepipe.stages.kae import training_pair
-    from kaepipe.unlearn import EditProblem
+    from kaepipe.unlearn import EditProblem, get_method
 
     device = configure_torch(1, job["device"])
     ds, root = job["ds"], Path(job["root"])
@@ -93,9 +93,10 @@ def train_one(job: dict) -> dict:
         out[protocol] = macro_and_per_class(model, split)["macro"]
     if job["edit"]:  # the paper's edit (docs/method.md section 8): target-class accuracy after, paper protocol
         problem = EditProblem(model.operator_matrix(), model.observables(x0), data["train"][1])
-        settings = method_settings(unlearn_settings(ds), "paper")
+        paper = get_method("paper")
+        settings = paper.settings(unlearn_settings(ds))
         for c in job["edit"]:
-            edited = model.with_operator(problem.edit(c, **settings))
+            edited = model.with_operator(paper.edit(problem, c, settings))
             out[f"edit{c}"] = macro_and_per_class(edited, ds["evaluation"]["paper"])["per_class"][c]
     print(json.dumps(out), flush=True)
     return out

@@ -93,7 +93,7 @@ def unlearn_settings(ds: Mapping) -> dict:
     """The dataset's `unlearn` block over the defaults (finetune_lr null = the base network's lr)."""
 
     out = merged(UNLEARN_DEFAULTS, ds.get("unlearn") or {})
-    if out["baselines"]["finetune_lr"] is None:
+    if out["baselines"]["finetune_lr"] is None and "base" in ds:
         out["baselines"]["finetune_lr"] = ds["base"]["lr"]
     return out
 
@@ -103,16 +103,6 @@ def check_target(ds: Mapping, target_class: int) -> None:
     if not 0 <= int(target_class) < int(ds["classes"]):
         raise ConfigError(f"config key 'datasets.{ds.get('name')}.unlearn.target_classes': class {target_class} "
                           f"is not a class of a dataset with {ds['classes']} classes (0..{ds['classes'] - 1})")
-
-
-def method_settings(u: Mapping, method: str) -> dict:
-    """Targets, reg and strength of an edit method from the (merged) unlearn settings."""
-    if method == "paper":
-        return {"targets": u["targets"], "reg": float(u["reg"]), "strength": 1.0}
-    if method == "region":
-        r = u["region"]
-        return {"targets": r["targets"], "reg": float(r["reg"]), "strength": float(r["strength"])}
-    raise ConfigError(f"unknown unlearning method '{method}'; expected one of {list(METHODS)}")
 
 
 def settings_text(settings: Mapping) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.evaluate import Surrogate, per_class_accuracy
@@ -22,7 +24,7 @@ from kaepipe.nn.checkpoints import model_config, state_dict_for_save
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP
 from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
-from kaepipe.settings import BASELINES, TARGET_MODES, unlearn_settings
+from kaepipe.settings import TARGET_MODES, unlearn_settings
 from kaepipe.tensor_io import decode_metadata, load_safetensors, save_safetensors
 
 if TYPE_CHECKING:
@@ -237,33 +239,66 @@ def edit_operator(O, Z, labels: np.ndarray, target_class: int, targets: str = "n
     return EditProblem(O, Z, labels).edit(target_class, targets, reg, strength, form)
 
 
-def paper_edit(O, Z, labels: np.ndarray, target_class: int, reg: float = 0.1,
-               targets: str = "nearest") -> np.ndarray:
-    """The paper's edit (docs/method.md section 8.4): O' = O + Delta in float64; the inputs (and the KAE) are not modified.
+# ---------------------------------------------------------------------------------------------
+# Unlearning methods: a registry (the workflow edits with every method of `unlearn.methods`)
+# ---------------------------------------------------------------------------------------------
 
-    O = (K^k)^T, Z = phi(pre(x0)) on the training set, labels its classes: the forget set F is the
-    target class, the clean set C the rest, targets T per `targets` (nearest | shared), R = T - H O with
-    H = Z[F], and Delta the regularised closed form (`closed_form_delta`).
+@dataclass(frozen=True)
+class UnlearningMethod:
+    """An edit of the k-step operator: its settings from the dataset's merged `unlearn` block, and the edit.
+
+    settings(u) -> dict of keyword arguments of `EditProblem.edit` (targets, reg, strength); `targets`:
+    the target modes the method accepts. A new method is one `register_method` here (or in a module
+    that this one imports), its settings in the config schema's `unlearn` block, and tests.
     """
-    if targets not in ("nearest", "shared"):
-        raise ConfigError(f"the paper's edit uses nearest or shared targets, got '{targets}'")
-    return edit_operator(O, Z, labels, target_class, targets, reg)
+
+    name: str
+    settings: Callable[[Mapping], dict]
+    targets: tuple[str, ...]
+    doc: str = ""
+
+    def edit(self, problem: EditProblem, target_class: int, settings: Mapping) -> np.ndarray:
+        """O' (float64) that forgets `target_class`; the problem (and the KAE) are left untouched."""
+        if settings["targets"] not in self.targets:
+            raise ConfigError(f"unlearning method '{self.name}' takes targets {list(self.targets)}, "
+                              f"got '{settings['targets']}'")
+        return problem.edit(target_class, **settings)
 
 
-def region_edit(O, Z, labels: np.ndarray, target_class: int, reg: float = 0.3, strength: float = 1.0,
-                targets: str = "centroid") -> np.ndarray:
-    """The improved edit: the paper's closed form with targets inside a retained class's region.
+UNLEARNING_METHODS: dict[str, UnlearningMethod] = {}
 
-    Each forgotten sample is sent to the centroid of the outputs of a retained class (`centroid`: the
-    class whose centroid is nearest to its output; `neighbour`: the class of its nearest clean sample),
-    i.e. deep into a neighbouring class rather than onto the decision boundary. The least-squares
-    shrinkage of the over-determined constraint then no longer leaves forgotten samples on the target
-    side, and the margin allows a larger `reg`, which keeps the clean outputs closer to unchanged.
-    """
-    if targets not in ("centroid", "neighbour"):
-        raise ConfigError(f"the region edit uses centroid or neighbour targets, got '{targets}'")
-    return edit_operator(O, Z, labels, target_class, targets, reg, strength)
 
+def register_method(method: UnlearningMethod) -> UnlearningMethod:
+    if method.name in UNLEARNING_METHODS:
+        raise ValueError(f"unlearning method '{method.name}' is registered already")
+    UNLEARNING_METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> UnlearningMethod:
+    try:
+        return UNLEARNING_METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown unlearning method '{name}'; known: {sorted(UNLEARNING_METHODS)}") from None
+
+
+register_method(UnlearningMethod(
+    "paper", lambda u: {"targets": u["targets"], "reg": float(u["reg"]), "strength": 1.0}, ("nearest", "shared"),
+    "the paper's edit (docs/method.md section 8.4): targets the nearest clean sample's output (or one shared "
+    "target), the regularised least-squares closed form"))
+register_method(UnlearningMethod(
+    "region", lambda u: {"targets": u["region"]["targets"], "reg": float(u["region"]["reg"]),
+                         "strength": float(u["region"]["strength"])}, ("centroid", "neighbour"),
+    "the improved edit: the same closed form with targets deep inside a retained class (the centroid of "
+    "the retained class nearest to each forgotten output), so the least-squares shrinkage no longer "
+    "leaves forgotten samples on the target side and a larger reg keeps the clean outputs in place"))
+
+
+def edit_with(method: str, O, Z, labels: np.ndarray, target_class: int, **overrides) -> np.ndarray:
+    """O' by a registered method at its default settings (`overrides` replace some): a one-call form."""
+    m = get_method(method)
+    settings = {**m.settings(unlearn_settings({})), **overrides}
+    return m.edit(EditProblem(O, Z, labels), target_class, settings)
 
 def forget_mask(labels: np.ndarray, target_class: int) -> np.ndarray:
     """Boolean mask of the samples to forget; both it and its complement must be non-empty."""
@@ -371,17 +406,44 @@ def edit_diagnostics(O, O_new, Z, labels: np.ndarray, target_class: int, targets
 # Baselines: retrain without the class (gold standard), fine-tune on the retained classes
 # ---------------------------------------------------------------------------------------------
 
-def baseline_train_config(ds: Mapping, kind: str):
-    """Training settings of a baseline: the base network's for `retrain`, the short run for `finetune`."""
+@dataclass(frozen=True)
+class Baseline:
+    """A baseline that changes the base network itself: its training settings and its starting network."""
 
-    base = dict(ds["base"])
-    if kind == "retrain":
-        return TrainConfig.from_dict(base)
-    if kind == "finetune":
-        bl = unlearn_settings(ds)["baselines"]
-        return TrainConfig.from_dict({**base, "epochs": bl["finetune_epochs"], "lr": bl["finetune_lr"],
-                                      "schedule": bl["finetune_schedule"]})
-    raise ConfigError(f"unknown unlearning baseline '{kind}'; expected one of {list(BASELINES)}")
+    name: str
+    train_config: Callable[[Mapping], TrainConfig]
+    start: Callable[[Mapping, nn.Module, int], nn.Module]  # (dataset settings, trained base, n inputs)
+    doc: str = ""
+
+
+BASELINE_METHODS: dict[str, Baseline] = {}
+
+
+def register_baseline(b: Baseline) -> Baseline:
+    if b.name in BASELINE_METHODS:
+        raise ValueError(f"unlearning baseline '{b.name}' is registered already")
+    BASELINE_METHODS[b.name] = b
+    return b
+
+
+def _finetune_config(ds: Mapping) -> TrainConfig:
+    bl = unlearn_settings(ds)["baselines"]
+    return TrainConfig.from_dict({**ds["base"], "epochs": bl["finetune_epochs"], "lr": bl["finetune_lr"],
+                                  "schedule": bl["finetune_schedule"]})
+
+
+register_baseline(Baseline("retrain", lambda ds: TrainConfig.from_dict(dict(ds["base"])),
+                           lambda ds, _base, n_in: ResMLP(model_config(ds, n_in)),
+                           "the gold standard: the base network trained again without the class"))
+register_baseline(Baseline("finetune", _finetune_config, lambda _ds, base, _n: copy.deepcopy(base),
+                           "the trained base network fine-tuned for a few epochs on the retained classes"))
+
+
+def baseline_train_config(ds: Mapping, kind: str) -> TrainConfig:
+    """Training settings of a baseline (the base network's for `retrain`, the short run for `finetune`)."""
+    if kind not in BASELINE_METHODS:
+        raise ConfigError(f"unknown unlearning baseline '{kind}'; expected one of {sorted(BASELINE_METHODS)}")
+    return BASELINE_METHODS[kind].train_config(ds)
 
 
 def unlearn_baseline(ds: Mapping, kind: str, target_class: int, base_model, x_train: np.ndarray,
@@ -392,11 +454,7 @@ def unlearn_baseline(ds: Mapping, kind: str, target_class: int, base_model, x_tr
     cfg = baseline_train_config(ds, kind)
     keep = np.asarray(y_train) != target_class
     seed_all(cfg.seed)
-    if kind == "retrain":
-        model = ResMLP(model_config(ds, x_train.shape[1]))
-    else:
-        model = copy.deepcopy(base_model)
-    model = model.to(device)
+    model = BASELINE_METHODS[kind].start(ds, base_model, x_train.shape[1]).to(device)
     x = torch.as_tensor(x_train[keep], device=device)
     y = torch.as_tensor(y_train[keep], device=device)
     log(f"{kind}: {len(x)} samples without class {target_class}, {cfg.epochs} epochs, lr {cfg.lr}, "

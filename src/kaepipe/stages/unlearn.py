@@ -15,13 +15,15 @@ from kaepipe.evaluate import Surrogate, accuracy_report, evaluate_model, surroga
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.nn.checkpoints import base_expectation, kae_expectation, load_base_model, load_kae, save_base_model
 from kaepipe.represent import load_preprocessing, load_reps
-from kaepipe.settings import STUDY_DEFAULTS, check_target, method_settings, settings_text, unlearn_settings
+from kaepipe.settings import STUDY_DEFAULTS, check_target, settings_text, unlearn_settings
 from kaepipe.unlearn import (
     EditProblem,
+    UnlearningMethod,
     _f64,
     baseline_train_config,
     before_after,
     edit_diagnostics,
+    get_method,
     save_edited,
     study_rows,
     unlearn_baseline,
@@ -55,7 +57,7 @@ def run_unlearn_baseline(ds: Mapping, kind: str, target_class: int, split_paths:
     return out
 
 
-def timed_edit(problem: EditProblem, target_class: int, settings: Mapping, repeats: int = 5,
+def timed_edit(method: UnlearningMethod, problem: EditProblem, target_class: int, settings: Mapping, repeats: int = 5,
                min_total: float = 0.2, max_repeats: int = 50) -> tuple[np.ndarray, dict]:
     """Run an edit at least `repeats` times (more, up to `max_repeats`, until `min_total` seconds have
     passed); return O' and its timing: median and fastest wall time, median CPU time of this thread.
@@ -65,11 +67,11 @@ def timed_edit(problem: EditProblem, target_class: int, settings: Mapping, repea
     On a shared machine the median wall time includes other processes' load, like a baseline's single
     run does; the CPU time does not.
     """
-    problem.edit(target_class, **settings)  # warm-up, untimed: first-call library initialisation
+    method.edit(problem, target_class, settings)  # warm-up, untimed: first-call library initialisation
     walls, cpus, O_new = [], [], None
     while len(walls) < max(1, repeats) or (sum(walls) < min_total and len(walls) < max_repeats):
         t0, c0 = time.perf_counter(), time.thread_time()
-        O_new = problem.edit(target_class, **settings)
+        O_new = method.edit(problem, target_class, settings)
         cpus.append(time.thread_time() - c0)
         walls.append(time.perf_counter() - t0)
     return O_new, {"seconds": float(np.median(walls)), "seconds_min": float(min(walls)),
@@ -112,8 +114,9 @@ def run_unlearn_edit(ds: Mapping, target_class: int, kae_path: str, base_path: s
     head = Surrogate.of_resmlp(kae, base, pre[last], device)
     methods, operators = {}, {}
     for method in u["methods"]:
-        settings = method_settings(u, method)
-        O_new, timing = timed_edit(problem, target_class, settings, u["timing_repeats"])
+        edit = get_method(method)
+        settings = edit.settings(u)
+        O_new, timing = timed_edit(edit, problem, target_class, settings, u["timing_repeats"])
         seconds = timing["seconds"]
         operators[method] = O_new
         after = reports(kae.with_operator(O_new))
