@@ -17,12 +17,12 @@ step CUDA tests
 $PY -m pytest -q -p no:cacheprovider tests/test_kae.py tests/test_linalg.py tests/test_isometry.py tests/test_ensemble.py \
     -k cuda -rs
 step isometry term on CUDA: Yin-Yang shape, 60 calls in one, and MNIST shape
-$PY bench/bench_isometry.py --device cuda --members 60 --repeats 20
-$PY bench/bench_isometry.py --device cuda --n 512 --q 784 --p 800 --members 10 --repeats 10
+$PY bench/bench_isometry.py --device cuda --members 60 --repeats 10
+$PY bench/bench_isometry.py --device cuda --n 512 --q 784 --p 800 --members 10 --repeats 5
 step Yin-Yang grid, paper settings: 30 KAEs x 1000 epochs as one pack
 $PY bench/bench_pack.py --results "$RESULTS" --dataset yinyang --pack grid --device cuda --out "$OUT/yy_grid" \
     | grep -v "^20..-\|epoch "
 step MNIST-paper shape, five KAEs together vs one alone
-$PY bench/bench_ensemble.py --shape mnist --members 5 --device cuda --compare-single --seconds 100 --epochs 1 \
+$PY bench/bench_ensemble.py --shape mnist --members 5 --device cuda --compare-single --seconds 70 --epochs 1 \
     --json "$OUT/mnist5.json"
 step done
