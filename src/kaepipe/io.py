@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kaepipe import __version__
 from kaepipe.errors import DataError
 
 PathLike = str | os.PathLike
@@ -207,7 +208,7 @@ def git_commit() -> str:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that determine kaepipe's numbers."""
-    versions = {"kaepipe": importlib.metadata.version("kaepipe"), "python": platform.python_version(),
+    versions = {"kaepipe": __version__, "python": platform.python_version(),
                 "numpy": np.__version__, "pandas": pd.__version__}
     for name in ("torch", "gudhi", "scipy", "pyarrow", "snakemake"):
         try:
