@@ -203,7 +203,8 @@ def test_packs_train_the_same_kaes_as_one_job_each(tiny_run, tmp_path):
     shutil.copytree(tiny_run / "results", work / "results")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
            "--configfile", *TINY_CONFIGS, str(REPO / "tests" / "config" / "packs.yaml"),
-           "--config", f"mnist_root={offline_mnist()}", "--cores", "2", "results/tables/accuracy.csv"]
+           "--config", f"mnist_root={offline_mnist()}", "--cores", "2", "results/tables/accuracy.csv",
+           "results/tables/editing.csv"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     assert proc.returncode == 0, proc.stderr[-6000:]
     log = proc.stderr + proc.stdout
@@ -223,3 +224,9 @@ def test_packs_train_the_same_kaes_as_one_job_each(tiny_run, tmp_path):
             assert abs(acc_p - acc_s) <= 3.0, (kdir, acc_p, acc_s)
     table = pd.read_csv(work / "results" / "tables" / "accuracy.csv")
     assert set(table.dataset) == {"yinyang", "mnist"} and (table.n_seeds[table.model == "KAE"] == 2).all()
+    # the edits of a dataset run in one job too, each written where a one-edit job writes it
+    assert re.search(r"^unlearn_edit_yinyang\s+1$", log, flags=re.MULTILINE), log[-3000:]
+    for d, lam, target in (("yinyang", 1, 2), ("mnist", 0.001, 4)):
+        for seed in (21, 365):
+            edit = json.loads((work / f"results/{d}/unlearn/iso{lam:g}/seed{seed}/class{target}/edit.json").read_text())
+            assert (edit["target_class"], edit["seed"]) == (target, seed)

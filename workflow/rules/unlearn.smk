@@ -9,59 +9,132 @@ wildcard_constraints:
     baseline="retrain|finetune",
 
 
-rule unlearn_edit:
-    """Edit the KAE's k-step operator to forget one class (every configured method); evaluate before/after."""
-    input:
-        kae=P.KAE_MODEL,
-        base=P.BASE_MODEL,
-        preprocessing=P.PREPROCESSING,
-        train=P.partial(P.REPS, split="train"),
-        test=P.partial(P.REPS, split="test"),
-    output:
-        json=P.EDIT,
-        model=P.EDITED_MODEL,
-    params:
-        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
-    log:
-        "results/logs/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.log",
-    benchmark:
-        "results/benchmarks/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-        gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
-    script:
-        "../scripts/unlearn_edit.py"
+if SINGLE_KAE_DATASETS:
+
+    rule unlearn_edit:
+        """Edit the KAE's k-step operator to forget one class (every configured method); evaluate before/after."""
+        input:
+            kae=P.KAE_MODEL,
+            base=P.BASE_MODEL,
+            preprocessing=P.PREPROCESSING,
+            train=P.partial(P.REPS, split="train"),
+            test=P.partial(P.REPS, split="test"),
+        output:
+            json=P.EDIT,
+            model=P.EDITED_MODEL,
+        params:
+            ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
+        log:
+            "results/logs/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.log",
+        benchmark:
+            "results/benchmarks/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
+        wildcard_constraints:
+            dataset="|".join(SINGLE_KAE_DATASETS),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20,
+            gpu=1,
+        conda:
+            "../envs/kaepipe.yaml"
+        script:
+            "../scripts/unlearn_edit.py"
 
 
-rule unlearn_study:
-    """The trade-off study of one edit: target vs retained accuracy over targets x reg x strength x rank."""
-    input:
-        kae=P.KAE_MODEL,
-        base=P.BASE_MODEL,
-        preprocessing=P.PREPROCESSING,
-        train=P.partial(P.REPS, split="train"),
-        test=P.partial(P.REPS, split="test"),
-    output:
-        P.STUDY,
-    params:
-        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
-    log:
-        "results/logs/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.log",
-    benchmark:
-        "results/benchmarks/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
-    script:
-        "../scripts/unlearn_study.py"
+    rule unlearn_study:
+        """The trade-off study of one edit: target vs retained accuracy over targets x reg x strength x rank."""
+        input:
+            kae=P.KAE_MODEL,
+            base=P.BASE_MODEL,
+            preprocessing=P.PREPROCESSING,
+            train=P.partial(P.REPS, split="train"),
+            test=P.partial(P.REPS, split="test"),
+        output:
+            P.STUDY,
+        params:
+            ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
+        log:
+            "results/logs/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.log",
+        benchmark:
+            "results/benchmarks/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
+        wildcard_constraints:
+            dataset="|".join(SINGLE_KAE_DATASETS),
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=30,
+            gpu=1,
+        conda:
+            "../envs/kaepipe.yaml"
+        script:
+            "../scripts/unlearn_study.py"
+
+
+# With KAE packs (kae.pack grid or lambda) every edit of a dataset, and every study, runs in one job.
+for _dataset in P.unlearn_datasets(config):
+    if _dataset in SINGLE_KAE_DATASETS:
+        continue
+    _edits = P.edit_items(config, _dataset)
+
+    rule:
+        name:
+            P.rule_name("unlearn_edit", _dataset)
+        input:
+            kae=[item["kae"] for item in _edits],
+            base=P.fill(P.BASE_MODEL, dataset=_dataset),
+            preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
+            train=P.fill(P.REPS, dataset=_dataset, split="train"),
+            test=P.fill(P.REPS, dataset=_dataset, split="test"),
+        output:
+            json=[item["edit"] for item in _edits],
+            model=[item["edited"] for item in _edits],
+        params:
+            ds=ds_params(_dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)),
+            targets=[item["target"] for item in _edits],
+        log:
+            f"results/logs/unlearn_edit/{_dataset}.log",
+        benchmark:
+            f"results/benchmarks/unlearn_edit/{_dataset}.tsv"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=10 + 10 * len(_edits),
+            gpu=1,
+        conda:
+            "../envs/kaepipe.yaml"
+        script:
+            "../scripts/unlearn_edit.py"
+
+    _studies = P.edit_items(config, _dataset, study=True)
+    if _studies:
+
+        rule:
+            name:
+                P.rule_name("unlearn_study", _dataset)
+            input:
+                kae=[item["kae"] for item in _studies],
+                base=P.fill(P.BASE_MODEL, dataset=_dataset),
+                preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
+                train=P.fill(P.REPS, dataset=_dataset, split="train"),
+                test=P.fill(P.REPS, dataset=_dataset, split="test"),
+            output:
+                [item["study"] for item in _studies],
+            params:
+                ds=ds_params(_dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)),
+                targets=[item["target"] for item in _studies],
+            log:
+                f"results/logs/unlearn_study/{_dataset}.log",
+            benchmark:
+                f"results/benchmarks/unlearn_study/{_dataset}.tsv"
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=10 + 20 * len(_studies),
+                gpu=1,
+            conda:
+                "../envs/kaepipe.yaml"
+            script:
+                "../scripts/unlearn_study.py"
 
 
 rule unlearn_baseline:

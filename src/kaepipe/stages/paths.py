@@ -163,6 +163,23 @@ def edit_paths(config: Mapping, template: str, study: bool = False) -> list[str]
     return out
 
 
+def edit_items(config: Mapping, dataset: str, study: bool = False) -> list[dict[str, Any]]:
+    """Every configured edit of a dataset (main lambda_iso, each seed and target): its KAE, target class and
+    output files (edit, edited, study), in the order of `edit_paths`."""
+    u = config["datasets"][dataset].get("unlearn")
+    if not u or (study and not u.get("study")):
+        return []
+    kae = config["datasets"][dataset]["kae"]
+    lam = lambda_tag(kae["main_lambda_iso"])
+    out = []
+    for seed in kae["seeds"]:
+        for target in u["target_classes"]:
+            w = {"dataset": dataset, "lam": lam, "seed": seed, "target": target}
+            out.append({"target": int(target), "kae": fill(KAE_MODEL, **w), "edit": fill(EDIT, **w),
+                        "edited": fill(EDITED_MODEL, **w), "study": fill(STUDY, **w)})
+    return out
+
+
 def baseline_paths(config: Mapping, template: str) -> list[str]:
     """A template of BASELINE_DIR filled for every configured baseline and target."""
     out = []
