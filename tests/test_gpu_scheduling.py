@@ -153,7 +153,7 @@ def test_environment_yml_names_what_a_cluster_needs():
     names = {re.split(r"[<>=! \[]", d, maxsplit=1)[0] for d in env["dependencies"] if isinstance(d, str)}
     assert names & {"pytorch", "pytorch-gpu"}, "no PyTorch"
     for pkg in ("python", "snakemake", "snakemake-executor-plugin-slurm", "gudhi", "numpy", "pandas",
-                "pyarrow", "scipy", "seaborn", "safetensors", "pyyaml", "jsonschema", "pot", "pip"):
+                "pyarrow", "scipy", "seaborn", "safetensors", "pyyaml", "jsonschema", "threadpoolctl", "pot", "pip"):
         assert pkg in names, pkg
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip

@@ -27,6 +27,7 @@ from kaepipe.stages.topology import (
     run_isometry_original,
     run_iterate_topology,
     run_layer_topology,
+    use_threads,
 )
 from kaepipe.topology import compare_diagrams, subset_indices
 
@@ -112,6 +113,21 @@ def test_subset_indices_and_kae_paths():
     assert topology_reps_path({"datasets": {"a": {"source": "yinyang", "evaluation": {"paper": "train",
                                                                                          "heldout": "test"}}}},
                                 "a") == "results/a/reps/test.pt"
+
+
+def test_use_threads_pins_torch_and_the_blas_pools():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch_threads = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=None):  # restores the BLAS pools on exit
+            text = use_threads(0)  # at least one thread
+            assert torch.get_num_threads() == 1
+            blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+            assert blas and set(blas) == {1}
+            assert text.startswith("1 thread(s): torch 1") and "threadpoolctl" in text
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 # ----------------------------------------------------------------------------------------------
