@@ -23,6 +23,6 @@ include: "workflow/rules/summary.smk"
 
 
 rule all:
+    default_target: True
     input:
         FINAL_TARGETS,
-    default_target: True

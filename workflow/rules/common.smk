@@ -1,6 +1,12 @@
 # Config loading and validation, and the helpers every rule file uses.
 import kaepipe
-from kaepipe.config import check_semantics, config_subset, dataset_config, lambda_tag, validate_config
+from kaepipe.config import (
+    check_semantics,
+    config_subset,
+    dataset_config,
+    lambda_tag,
+    validate_config,
+)
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -53,8 +59,11 @@ def kae_outputs(name, datasets=None):
     out = []
     for d in datasets or DATASETS:
         kae = config["datasets"][d]["kae"]
-        out += expand(f"results/{d}/kae/iso{{lam}}/seed{{seed}}/{name}",
-                      lam=[lambda_tag(x) for x in kae["lambda_iso"]], seed=kae["seeds"])
+        out += expand(
+            f"results/{d}/kae/iso{{lam}}/seed{{seed}}/{name}",
+            lam=[lambda_tag(x) for x in kae["lambda_iso"]],
+            seed=kae["seeds"],
+        )
     return out
 
 

@@ -4,7 +4,9 @@
 # so include this file after the stages (the Snakefile does). Input helpers: kaepipe.figures.
 from kaepipe.stages import paths as P
 
-FIGURES_TOPOLOGY = all(rules.has(r) for r in ("topology_layers", "topology_iterates", "isometry"))
+FIGURES_TOPOLOGY = all(
+    rules.has(r) for r in ("topology_layers", "topology_iterates", "isometry")
+)
 
 
 rule figure_layers:
@@ -12,22 +14,27 @@ rule figure_layers:
     input:
         reps=lambda w: f"results/{w.dataset}/reps/{P.paper_split(config, w.dataset)}.pt",
     output:
-        png=report("results/figures/layers_{dataset}.png", caption="../report/figure_layers.rst",
-                   category="Figures", subcategory="{dataset}", labels={"figure": "layers", "dataset": "{dataset}"}),
+        png=report(
+            "results/figures/layers_{dataset}.png",
+            caption="../report/figure_layers.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "layers", "dataset": "{dataset}"},
+        ),
         pdf="results/figures/layers_{dataset}.pdf",
-    params:
-        ds=ds_subset(),
     log:
         "results/logs/figures/layers_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/layers_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset(),
     script:
         "../scripts/figure_layers.py"
 
@@ -38,22 +45,27 @@ rule figure_training:
         curve="results/{dataset}/base/curve.parquet",
         losses=lambda w: kae_outputs("losses.parquet", [w.dataset]),
     output:
-        png=report("results/figures/training_{dataset}.png", caption="../report/figure_training.rst",
-                   category="Figures", subcategory="{dataset}", labels={"figure": "training", "dataset": "{dataset}"}),
+        png=report(
+            "results/figures/training_{dataset}.png",
+            caption="../report/figure_training.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "training", "dataset": "{dataset}"},
+        ),
         pdf="results/figures/training_{dataset}.pdf",
-    params:
-        ds=ds_subset("kae"),
     log:
         "results/logs/figures/training_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/training_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae"),
     script:
         "../scripts/figure_training.py"
 
@@ -65,22 +77,27 @@ rule figure_path:
         preprocessing="results/{dataset}/reps/preprocessing.safetensors",
         kae=lambda w: P.main_kae_file(config, w.dataset),
     output:
-        png=report("results/figures/path_{dataset}.png", caption="../report/figure_path.rst",
-                   category="Figures", subcategory="{dataset}", labels={"figure": "path", "dataset": "{dataset}"}),
+        png=report(
+            "results/figures/path_{dataset}.png",
+            caption="../report/figure_path.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "path", "dataset": "{dataset}"},
+        ),
         pdf="results/figures/path_{dataset}.pdf",
-    params:
-        ds=ds_subset(),
     log:
         "results/logs/figures/path_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/path_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset(),
     script:
         "../scripts/figure_path.py"
 
@@ -97,24 +114,28 @@ if FIGURES_TOPOLOGY:
             unpack(lambda w: P.reps_files(w.dataset)),
             preprocessing="results/{dataset}/reps/preprocessing.safetensors",
         output:
-            png=report("results/figures/isometry_{dataset}.png", caption="../report/figure_isometry.rst",
-                       category="Figures", subcategory="{dataset}",
-                       labels={"figure": "isometry", "dataset": "{dataset}"}),
+            png=report(
+                "results/figures/isometry_{dataset}.png",
+                caption="../report/figure_isometry.rst",
+                category="Figures",
+                subcategory="{dataset}",
+                labels={"figure": "isometry", "dataset": "{dataset}"},
+            ),
             pdf="results/figures/isometry_{dataset}.pdf",
-        params:
-            ds=ds_subset("kae", "topology"),
-            lambdas=lambda w: P.isometry_lambdas(config, w.dataset),
         log:
             "results/logs/figures/isometry_{dataset}.log",
         benchmark:
             "results/benchmarks/figures/isometry_{dataset}.tsv"
+        localrule: True
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=3000,
             runtime=10,
-        localrule: True
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset("kae", "topology"),
+            lambdas=lambda w: P.isometry_lambdas(config, w.dataset),
         script:
             "../scripts/figure_isometry.py"
 
@@ -127,30 +148,36 @@ if FIGURES_TOPOLOGY:
             kae=lambda w: P.main_kae_file(config, w.dataset),
             preprocessing="results/{dataset}/reps/preprocessing.safetensors",
         output:
-            png=report("results/figures/topology_{dataset}.png", caption="../report/figure_topology.rst",
-                       category="Figures", subcategory="{dataset}",
-                       labels={"figure": "topology", "dataset": "{dataset}"}),
+            png=report(
+                "results/figures/topology_{dataset}.png",
+                caption="../report/figure_topology.rst",
+                category="Figures",
+                subcategory="{dataset}",
+                labels={"figure": "topology", "dataset": "{dataset}"},
+            ),
             pdf="results/figures/topology_{dataset}.pdf",
-        params:
-            ds=ds_subset("kae", "topology", "splits"),
         log:
             "results/logs/figures/topology_{dataset}.log",
         benchmark:
             "results/benchmarks/figures/topology_{dataset}.tsv"
+        localrule: True
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=3000,
             runtime=10,
-        localrule: True
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset("kae", "topology", "splits"),
         script:
             "../scripts/figure_topology.py"
 
     FINAL_TARGETS.extend(P.figure_files(["isometry", "topology"], DATASETS))
 
 
-FIGURES_EDITING = P.edited_datasets(config, DATASETS) if rules.has("unlearn_edit") else []
+FIGURES_EDITING = (
+    P.edited_datasets(config, DATASETS) if rules.has("unlearn_edit") else []
+)
 
 if FIGURES_EDITING:
 
@@ -162,24 +189,28 @@ if FIGURES_EDITING:
             kae=lambda w: P.main_kae_file(config, w.dataset),
             edited=lambda w: P.edited_file(config, w.dataset),
         output:
-            png=report("results/figures/editing_{dataset}.png", caption="../report/figure_editing.rst",
-                       category="Figures", subcategory="{dataset}",
-                       labels={"figure": "editing", "dataset": "{dataset}"}),
+            png=report(
+                "results/figures/editing_{dataset}.png",
+                caption="../report/figure_editing.rst",
+                category="Figures",
+                subcategory="{dataset}",
+                labels={"figure": "editing", "dataset": "{dataset}"},
+            ),
             pdf="results/figures/editing_{dataset}.pdf",
-        params:
-            ds=ds_subset(),
-            target=lambda w: P.editing_target(config, w.dataset),
         log:
             "results/logs/figures/editing_{dataset}.log",
         benchmark:
             "results/benchmarks/figures/editing_{dataset}.tsv"
+        localrule: True
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=3000,
             runtime=10,
-        localrule: True
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset(),
+            target=lambda w: P.editing_target(config, w.dataset),
         script:
             "../scripts/figure_editing.py"
 

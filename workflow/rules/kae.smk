@@ -7,19 +7,19 @@ rule kae:
         model="results/{dataset}/kae/iso{lam}/seed{seed}/model.safetensors",
         losses="results/{dataset}/kae/iso{lam}/seed{seed}/losses.parquet",
         metrics="results/{dataset}/kae/iso{lam}/seed{seed}/metrics.json",
-    params:
-        ds=ds_subset("kae"),
     log:
         "results/logs/kae/{dataset}_iso{lam}_seed{seed}.log",
     benchmark:
         "results/benchmarks/kae/{dataset}_iso{lam}_seed{seed}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae"),
     script:
         "../scripts/kae.py"
 
@@ -34,18 +34,18 @@ rule surrogate_accuracy:
         test="results/{dataset}/reps/test.pt",
     output:
         "results/{dataset}/kae/iso{lam}/seed{seed}/accuracy.json",
-    params:
-        ds=ds_subset("base", "kae"),
     log:
         "results/logs/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.log",
     benchmark:
         "results/benchmarks/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "kae"),
     script:
         "../scripts/surrogate_accuracy.py"

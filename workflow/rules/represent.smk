@@ -9,23 +9,28 @@ rule representations:
         train_pt="results/{dataset}/reps/train.pt",
         test_pt="results/{dataset}/reps/test.pt",
         preprocessing="results/{dataset}/reps/preprocessing.safetensors",
-    params:
-        ds=ds_subset("base", "preprocess"),
     log:
         "results/logs/representations/{dataset}.log",
     benchmark:
         "results/benchmarks/representations/{dataset}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "preprocess"),
     script:
         "../scripts/representations.py"
 
 
 FINAL_TARGETS.extend(
-    expand("results/{dataset}/reps/{split}.{ext}", dataset=DATASETS, split=SPLITS, ext=["parquet", "pt"])
+    expand(
+        "results/{dataset}/reps/{split}.{ext}",
+        dataset=DATASETS,
+        split=SPLITS,
+        ext=["parquet", "pt"],
+    )
 )

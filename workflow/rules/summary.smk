@@ -25,28 +25,34 @@ rule summary:
         # every other final target: the summary runs last, so its wall-time table sees every stage
         upstream=lambda w: [t for t in FINAL_TARGETS if t != "results/summary.md"],
     output:
-        md=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+        md=report(
+            "results/summary.md", caption="../report/summary.rst", category="Summary"
+        ),
         csv=[
-            report(f"results/tables/summary_{name}.csv", caption="../report/summary_table.rst",
-                   category="Summary", labels={"table": name})
+            report(
+                f"results/tables/summary_{name}.csv",
+                caption="../report/summary_table.rst",
+                category="Summary",
+                labels={"table": name},
+            )
             for name in SUMMARY_TABLES
         ],
         md_tables=expand("results/tables/summary_{name}.md", name=SUMMARY_TABLES),
         tex=expand("results/tables/summary_{name}.tex", name=SUMMARY_TABLES),
-    params:
-        tables=SUMMARY_TABLES,
-        benchmarks="results/benchmarks",
     log:
         "results/logs/summary/summary.log",
     benchmark:
         "results/benchmarks/summary/summary.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        tables=SUMMARY_TABLES,
+        benchmarks="results/benchmarks",
     script:
         "../scripts/summary.py"
 

@@ -13,18 +13,18 @@ rule topology_layers:
     output:
         table="results/{dataset}/topology/layers.parquet",
         curves="results/{dataset}/topology/layers_curves.parquet",
-    params:
-        ds=ds_subset("base", "topology"),
     log:
         "results/logs/topology_layers/{dataset}.log",
     benchmark:
         "results/benchmarks/topology_layers/{dataset}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "topology"),
     script:
         "../scripts/topology_layers.py"
 
@@ -38,18 +38,18 @@ rule topology_iterates:
     output:
         table="results/{dataset}/topology/iterates/iso{lam}/seed{seed}.parquet",
         curves="results/{dataset}/topology/iterates/iso{lam}/seed{seed}_curves.parquet",
-    params:
-        ds=ds_subset("kae", "topology"),
     log:
         "results/logs/topology_iterates/{dataset}_iso{lam}_seed{seed}.log",
     benchmark:
         "results/benchmarks/topology_iterates/{dataset}_iso{lam}_seed{seed}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae", "topology"),
     script:
         "../scripts/topology_iterates.py"
 
@@ -61,18 +61,18 @@ rule isometry_original:
         preprocessing="results/{dataset}/reps/preprocessing.safetensors",
     output:
         "results/{dataset}/topology/isometry/original_diagram.parquet",
-    params:
-        ds=ds_subset("topology"),
     log:
         "results/logs/isometry_original/{dataset}.log",
     benchmark:
         "results/benchmarks/isometry_original/{dataset}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("topology"),
     script:
         "../scripts/isometry_original.py"
 
@@ -80,8 +80,12 @@ rule isometry_original:
 rule isometry:
     """phi(x_L) of the KAEs of one lambda_iso (every seed) against x_L: diagrams, distances, Betti curves."""
     input:
-        kae=lambda w: kae_paths(config, [w.dataset], "results/{d}/kae/iso{lam}/seed{seed}/model.safetensors",
-                                lambda_tags=[w.lam]),
+        kae=lambda w: kae_paths(
+            config,
+            [w.dataset],
+            "results/{d}/kae/iso{lam}/seed{seed}/model.safetensors",
+            lambda_tags=[w.lam],
+        ),
         reps=lambda w: topology_reps_path(config, w.dataset),
         preprocessing="results/{dataset}/reps/preprocessing.safetensors",
         original="results/{dataset}/topology/isometry/original_diagram.parquet",
@@ -89,18 +93,18 @@ rule isometry:
         diagrams="results/{dataset}/topology/isometry/iso{lam}/diagrams.parquet",
         curves="results/{dataset}/topology/isometry/iso{lam}/betti_curves.parquet",
         metrics="results/{dataset}/topology/isometry/iso{lam}/metrics.json",
-    params:
-        ds=ds_subset("kae", "topology"),
     log:
         "results/logs/isometry/{dataset}_iso{lam}.log",
     benchmark:
         "results/benchmarks/isometry/{dataset}_iso{lam}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae", "topology"),
     script:
         "../scripts/isometry.py"
 
@@ -109,7 +113,12 @@ rule topology_table:
     """The long beta_0 table (layers and KAE iterates) and its summary over seeds."""
     input:
         layers=expand("results/{dataset}/topology/layers.parquet", dataset=DATASETS),
-        iterates=kae_paths(config, DATASETS, "results/{d}/topology/iterates/iso{lam}/seed{seed}.parquet", main_only=True),
+        iterates=kae_paths(
+            config,
+            DATASETS,
+            "results/{d}/topology/iterates/iso{lam}/seed{seed}.parquet",
+            main_only=True,
+        ),
     output:
         csv="results/tables/topology.csv",
         summary="results/tables/topology_summary.csv",
@@ -118,13 +127,13 @@ rule topology_table:
         "results/logs/tables/topology.log",
     benchmark:
         "results/benchmarks/tables/topology.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
     script:
         "../scripts/topology_table.py"
 
@@ -132,7 +141,9 @@ rule topology_table:
 rule isometry_table:
     """The isometry table: mean (population std) over seeds per dataset and lambda_iso."""
     input:
-        kae_paths(config, DATASETS, "results/{d}/topology/isometry/iso{lam}/metrics.json"),
+        kae_paths(
+            config, DATASETS, "results/{d}/topology/isometry/iso{lam}/metrics.json"
+        ),
     output:
         csv="results/tables/isometry.csv",
         md="results/tables/isometry.md",
@@ -141,13 +152,13 @@ rule isometry_table:
         "results/logs/tables/isometry.log",
     benchmark:
         "results/benchmarks/tables/isometry.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
     script:
         "../scripts/isometry_table.py"
 

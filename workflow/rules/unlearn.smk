@@ -21,19 +21,19 @@ rule unlearn_edit:
     output:
         json="results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/edit.json",
         model="results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/edited.safetensors",
-    params:
-        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     log:
         "results/logs/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.log",
     benchmark:
         "results/benchmarks/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     script:
         "../scripts/unlearn_edit.py"
 
@@ -48,19 +48,19 @@ rule unlearn_study:
         test="results/{dataset}/reps/test.pt",
     output:
         "results/{dataset}/unlearn/iso{lam}/seed{seed}/class{target}/study.parquet",
-    params:
-        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     log:
         "results/logs/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.log",
     benchmark:
         "results/benchmarks/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
     script:
         "../scripts/unlearn_study.py"
 
@@ -73,19 +73,24 @@ rule unlearn_baseline:
     output:
         json="results/{dataset}/unlearn/baselines/{baseline}/class{target}/metrics.json",
         model="results/{dataset}/unlearn/baselines/{baseline}/class{target}/model.safetensors",
-    params:
-        ds=ds_subset("base", "splits", "unlearn", drop=("unlearn.study", "unlearn.region", "unlearn.methods")),
     log:
         "results/logs/unlearn_baseline/{dataset}_{baseline}_class{target}.log",
     benchmark:
         "results/benchmarks/unlearn_baseline/{dataset}_{baseline}_class{target}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset(
+            "base",
+            "splits",
+            "unlearn",
+            drop=("unlearn.study", "unlearn.region", "unlearn.methods"),
+        ),
     script:
         "../scripts/unlearn_baseline.py"
 
@@ -110,16 +115,18 @@ rule unlearn_tables:
         "results/logs/unlearn_tables/tables.log",
     benchmark:
         "results/benchmarks/unlearn_tables/tables.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
     script:
         "../scripts/unlearn_tables.py"
 
 
 if edit_paths(config, "edit.json"):
-    FINAL_TARGETS.extend(["results/tables/editing.csv", "results/tables/unlearning_baselines.csv"])
+    FINAL_TARGETS.extend(
+        ["results/tables/editing.csv", "results/tables/unlearning_baselines.csv"]
+    )
