@@ -1,4 +1,5 @@
-"""The Snakemake workflow end to end on the tiny config (small real data, few epochs)."""
+"""The Snakemake workflow end to end on the tiny config (Yin-Yang and the synthetic MNIST-format digits,
+small sizes, few epochs)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_CONFIGS, offline_mnist, run_snakemake
+from tests.conftest import REPO, TINY_CONFIGS, run_snakemake, snakemake_cmd
 
 pytestmark = pytest.mark.slow
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the tiny config in `workdir` (see conftest.run_snakemake)."""
-    return run_snakemake(workdir, *args, check=check)
 
 
 def test_every_rule_wrote_its_outputs_logs_and_benchmarks(tiny_run):
@@ -97,10 +93,10 @@ def test_kae_grid_and_accuracy_table(tiny_run):
     assert prov["versions"]["kaepipe"] and "git_commit" in prov
 
 
-def test_rerun_is_deterministic(tiny_run, tmp_path):
+def test_rerun_is_deterministic(tiny_run, tmp_path, mnist_root):
     """Same config and seeds -> identical weights and Parquet contents on the CPU."""
     targets = ["results/yinyang/reps/preprocessing.safetensors", "results/yinyang/kae/iso1/seed21/model.safetensors"]
-    snakemake(tmp_path, "--cores", "2", *targets)
+    run_snakemake(tmp_path, "--cores", "2", *targets, mnist_root=mnist_root)
     from kaepipe.io import load_safetensors
 
     for rel in ("yinyang/base/model.safetensors", "yinyang/kae/iso1/seed21/model.safetensors",
@@ -115,21 +111,18 @@ def test_rerun_is_deterministic(tiny_run, tmp_path):
                                       pd.read_parquet(tmp_path / "results" / rel))
 
 
-def test_dry_run_of_default_config_lists_every_rule(tmp_path):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(REPO / "config.yaml"), "--config", f"mnist_root={offline_mnist()}", "-n", "--quiet",
-           "rules"]
+def test_dry_run_of_default_config_lists_every_rule(tmp_path, mnist_root):
+    cmd = snakemake_cmd(tmp_path, "-n", "--quiet", "rules", mnist_root=mnist_root, configs=[str(REPO / "config.yaml")])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     for rule in ("dataset", "base_model", "representations", "kae", "surrogate_accuracy", "accuracy_table"):
         assert rule in out
 
 
-def test_wide_kae_overlay_reruns_the_yinyang_kaes_for_their_new_params(tiny_run):
+def test_wide_kae_overlay_reruns_the_yinyang_kaes_for_their_new_params(tiny_run, mnist_root):
     """config/yinyang_wide_kae.yaml added to a finished run: Snakemake merges it and reruns only the
     Yin-Yang KAEs (their params changed) and what depends on them; nothing of MNIST, no base network."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tiny_run),
-           "--configfile", *TINY_CONFIGS, str(REPO / "config" / "yinyang_wide_kae.yaml"),
-           "--config", f"mnist_root={offline_mnist()}", "-n"]
+    cmd = snakemake_cmd(tiny_run, "-n", mnist_root=mnist_root,
+                        configs=[*TINY_CONFIGS, str(REPO / "config" / "yinyang_wide_kae.yaml")])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     jobs = out.split("\nrule ")[1:]
     kae_jobs = [j for j in jobs if j.startswith("kae:")]
@@ -140,26 +133,26 @@ def test_wide_kae_overlay_reruns_the_yinyang_kaes_for_their_new_params(tiny_run)
     assert not any("dataset=mnist" in j for j in jobs), out[-3000:]
 
 
-def test_bad_config_stops_before_any_job(tmp_path):
-    proc = snakemake(tmp_path, "--cores", "1", "--config", "device=tpu", check=False)
+def test_bad_config_stops_before_any_job(tmp_path, mnist_root):
+    proc = run_snakemake(tmp_path, "--cores", "1", mnist_root=mnist_root, config=["device=tpu"], check=False)
     assert proc.returncode != 0
     assert "device" in proc.stderr and "tpu" in proc.stderr
     assert not (tmp_path / "results").exists()
 
 
-def run_variants(tiny_run: Path, *args: str) -> pd.DataFrame:
+def run_variants(tiny_run: Path, mnist_root: Path, *args: str) -> pd.DataFrame:
     """Run bench/variants.py on the tiny run's results; return its CSV."""
     out = tiny_run / f"variants_{len(list(tiny_run.glob('variants_*.csv')))}.csv"
     cmd = [sys.executable, str(REPO / "bench" / "variants.py"), *args, "--config", *TINY_CONFIGS,
-           "--config-set", f"mnist_root={offline_mnist()}", "--results", str(tiny_run / "results"), "--out", str(out)]
+           "--config-set", f"mnist_root={mnist_root}", "--results", str(tiny_run / "results"), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tiny_run)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return pd.read_csv(out)
 
 
-def test_variant_study_of_kaes_is_deterministic_and_applies_its_overrides(tiny_run):
+def test_variant_study_of_kaes_is_deterministic_and_applies_its_overrides(tiny_run, mnist_root):
     """bench/variants.py kae: one KAE per (variant, seed) on the pipeline's files, plus the paper's edit."""
-    df = run_variants(tiny_run, "kae", "--dataset", "yinyang", "--seeds", "21", "--edit", "2",
+    df = run_variants(tiny_run, mnist_root, "kae", "--dataset", "yinyang", "--seeds", "21", "--edit", "2",
                       "--variant", "a", "epochs=20", "--variant", "again", "epochs=20", "--variant", "frozen", "epochs=20", "lr=0")
     assert list(df["variant"]) == ["a", "again", "frozen"]
     for col in ("paper", "heldout", "edit2"):
@@ -170,15 +163,15 @@ def test_variant_study_of_kaes_is_deterministic_and_applies_its_overrides(tiny_r
     assert frozen["final_loss"] > 10 * a["final_loss"]  # lr 0 leaves it untrained: the override reached training
 
 
-def test_variant_study_of_base_networks_writes_the_layer_row(tiny_run):
+def test_variant_study_of_base_networks_writes_the_layer_row(tiny_run, mnist_root):
     """bench/variants.py base: trains the base network per variant and measures beta_0 of its layers."""
-    df = run_variants(tiny_run, "base", "--dataset", "yinyang", "--variant", "e2", "epochs=2")
+    df = run_variants(tiny_run, mnist_root, "base", "--dataset", "yinyang", "--variant", "e2", "epochs=2")
     row = df.iloc[0]
     assert row["variant"] == "e2" and 0 <= row["acc_test"] <= 100
     betti = ast.literal_eval(row["betti0"])
     assert len(betti) == 6 and all(1 <= b <= 300 for b in betti)  # L0..L5 of 300 held-out points
     e2 = tiny_run / "results" / "variants" / "yinyang" / "e2"
     assert (e2 / "model.safetensors").is_file()
-    kae = run_variants(tiny_run, "kae", "--dataset", "yinyang", "--seeds", "21", "--base-dir", str(e2),
+    kae = run_variants(tiny_run, mnist_root, "kae", "--dataset", "yinyang", "--seeds", "21", "--base-dir", str(e2),
                        "--variant", "on_e2", "epochs=5")  # KAEs on that network's own layers
     assert kae["paper"].between(0, 100).all() and np.isfinite(kae["final_loss"]).all()

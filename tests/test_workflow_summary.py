@@ -122,9 +122,9 @@ def test_summary_numbers_equal_the_stage_tables(tiny_run):
     assert "main_lambda_iso" in md and "| torch |" in md
 
 
-def test_report_builds(tiny_run, tmp_path):
+def test_report_builds(tiny_run, tmp_path, mnist_root):
     out = tmp_path / "report.zip"
-    run_snakemake(tiny_run, "--report", str(out))
+    run_snakemake(tiny_run, "--report", str(out), mnist_root=mnist_root)
     with zipfile.ZipFile(out) as z:
         names = z.namelist()
     assert any(n.endswith("report.html") for n in names)
