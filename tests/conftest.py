@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from tests.synthetic_mnist import write_synthetic_mnist
 
 # Small models on a small CPU run much faster on one intra-op thread (measured ~40x for width 64).
@@ -60,6 +61,22 @@ def real_mnist_root() -> Path:
     if root is None:
         pytest.skip(f"real offline MNIST copy not found ({REAL_MNIST_DEFAULT} or $KAEPIPE_MNIST_ROOT)")
     return root
+
+
+def identity_kae(p: int) -> KoopmanAutoencoder:
+    """A KAE (p features, p observables, hidden 2p, k = 1) whose phi and psi are exactly the identity:
+    [I; -I], a LeakyReLU, then [I, -I] / (1 + slope), since LeakyReLU(a) - LeakyReLU(-a) = (1 + slope) a.
+    Its operator is K = I (W = 0 in the exponential parametrisation); answers through it are known by hand."""
+    kae = KoopmanAutoencoder(KAEConfig(in_features=p, hidden=2 * p, latent=p, k=1))
+    eye = torch.eye(p)
+    with torch.no_grad():
+        for net in (kae.encoder, kae.decoder):
+            net[0].weight.copy_(torch.cat([eye, -eye]))
+            net[2].weight.copy_(torch.cat([eye, -eye], 1) / (1 + kae.cfg.negative_slope))
+            net[0].bias.zero_()
+            net[2].bias.zero_()
+        kae.koopman.weight.zero_()
+    return kae.eval()
 
 
 @pytest.fixture(scope="session")
