@@ -19,7 +19,7 @@ from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, record_layers
 from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
 from kaepipe.report.tables import ISOMETRY_METRICS, TABLE_COLUMNS, isometry_markdown, isometry_tables, topology_tables
 from kaepipe.represent import fit_preprocessing, save_preprocessing
-from kaepipe.settings import DEFAULT_EPS, TOPOLOGY_DEFAULTS, topology_settings
+from kaepipe.settings import topology_settings
 from kaepipe.stages.paths import kae_paths, topology_reps_path
 from kaepipe.stages.topology import (
     isometry_cloud,
@@ -87,13 +87,15 @@ def stage_files(tmp_path_factory):
 
 def test_settings_defaults_and_overrides():
     s = topology_settings(yy_ds())
-    assert s["eps_layers"] == DEFAULT_EPS["yinyang"]["layers"] and s["metric"] == "euclidean"
+    # the documented defaults (README): Yin-Yang eps 0.25 for both, held-out split, every point,
+    # Euclidean; the isometry study on up to 2000 points with H1 up to the 100,000th shortest edge
+    assert (s["eps_layers"], s["eps_iterates"]) == (0.25, 0.25) and s["metric"] == "euclidean"
     assert s["split"] == "test" and s["points"] is None and s["isometry"]["points"] == 2000
     mn = topology_settings({"name": "mnist", "source": "mnist", "evaluation": {"paper": "test", "heldout": "test"}})
     assert (mn["eps_layers"], mn["eps_iterates"]) == (0.166, 0.14)
     s = topology_settings(yy_ds(protocol="paper", eps_layers=0.3, isometry={"points": 50}))
     assert s["split"] == "train" and s["eps_layers"] == 0.3 and s["eps_iterates"] == 0.25
-    assert s["isometry"]["points"] == 50 and s["isometry"]["max_edges"] == TOPOLOGY_DEFAULTS["isometry"]["max_edges"]
+    assert s["isometry"]["points"] == 50 and s["isometry"]["max_edges"] == 100_000  # the rest of the block kept
     with pytest.raises(ConfigError, match="metric"):
         topology_settings(yy_ds(metric="cosine"))
     with pytest.raises(ConfigError, match="eps_layers"):
