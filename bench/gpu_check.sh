@@ -14,7 +14,7 @@ step device
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 step CUDA tests
-$PY -m pytest -q -p no:cacheprovider tests/test_kae.py tests/test_linalg.py -k cuda -rs
+$PY -m pytest -q -p no:cacheprovider tests/unit/nn/test_kae.py tests/unit/test_linalg.py -k cuda -rs
 step KAE throughput
 $PY bench/bench_kae.py --device cuda --epochs 3
 step Yin-Yang KAE variants, lambda_iso 1, 5 seeds
