@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import importlib.metadata
 import json
 import os
@@ -40,6 +41,22 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def stale_temporaries(path: PathLike) -> list[Path]:
+    """The temporary files that `atomic_path` writers of `path` left behind (`.<name>.<random>.tmp`
+    beside it): a writer killed with SIGKILL cannot remove its own."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+
+
+def remove_stale_temporaries(paths: Sequence[PathLike]) -> list[Path]:
+    """Delete what killed writers of these outputs left behind; call it before a job writes them
+    (Snakemake runs one job per output at a time, so no live writer owns such a file). Returns them."""
+    removed = [t for p in paths for t in stale_temporaries(p)]
+    for t in removed:
+        t.unlink(missing_ok=True)
+    return removed
 
 
 def _umask() -> int:
