@@ -97,6 +97,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temporaries(paths: Sequence[PathLike]) -> list[Path]:
+    """`remove_stale_temps` for several outputs (a job's, before it writes them); returns what was removed."""
+    return [t for p in paths for t in remove_stale_temps(p)]
+
+
 def _umask() -> int:
     """The process's file-creation mask."""
     mask = os.umask(0)

@@ -37,7 +37,7 @@ Choice of degree ``m`` and number of squarings ``s`` (each call, from the data):
   the norms of the powers decay faster than ``||W||_1^k`` (typical for random
   and non-normal matrices; cf. Al-Mohy & Higham, SIAM J. Matrix Anal. Appl. 31,
   2009).  The coefficients ``h_k`` were computed in 60-digit arithmetic from
-  the polynomials below (see ``tests/test_linalg.py``).
+  the polynomials below (see ``tests/unit/test_linalg.py``).
 * The cheapest of ``m = 4, 8, 12`` (with ``s = 0``) that passes the test is
   used; otherwise ``m = 18`` with the smallest passing ``s``.
 
@@ -101,7 +101,7 @@ _MAX_SHIFT = 40.0
 
 # |h_k|, k = m+1 .. m+30, of h_m(x) = log(e^{-x} T_m(x)) = sum_{k>m} h_k x^k, the
 # relative backward error series of the degree-m approximants below (computed
-# with mpmath at 60 digits; tests/test_linalg.py recomputes them).
+# with mpmath at 60 digits; tests/unit/test_linalg.py recomputes them).
 _H: dict[int, tuple[float, ...]] = {
     4: (0.008333333333333333, 0.006944444444444444, 0.002976190476190476, 0.0008680555555555555,
         0.00019290123456790122, 4.7477838728798994e-66, 5.260942760942761e-05, 4.8225308641975306e-05,

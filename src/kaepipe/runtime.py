@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kaepipe.io import remove_stale_temporaries
 from kaepipe.nn.train import configure_torch
 
 
 @contextlib.contextmanager
 def rule_context(smk: Any, uses_torch: bool = True) -> Iterator[tuple[logging.Logger, Any]]:
-    """Inside a Snakemake `script:`: log to the rule's log, set torch threads and pick the device.
+    """Inside a Snakemake `script:`: log to the rule's log, set torch threads and pick the device, and
+    remove the temporary files that a killed earlier run of the job left beside its outputs.
 
     Rules that run no network pass `uses_torch=False` and get `None` as device (torch is not imported).
     """
@@ -32,6 +34,9 @@ def rule_context(smk: Any, uses_torch: bool = True) -> Iterator[tuple[logging.Lo
         device = configure_torch(smk.threads, smk.config.get("device", "auto"))
     logger.info("rule %s, wildcards %s, %d thread(s), device %s", smk.rule, dict(smk.wildcards),
                 smk.threads, device)
+    outputs = [str(f) for f in smk.output] if isinstance(getattr(smk, "output", None), Iterable) else []
+    for tmp in remove_stale_temporaries(outputs):  # left by an earlier run of this job, killed
+        logger.info("removed %s, left by a killed writer", tmp)
     try:
         yield logger, device
     except Exception:

@@ -383,7 +383,8 @@ def edit_diagnostics(O, O_new, Z, labels: np.ndarray, target_class: int, targets
         "constraint_residual": float(torch.linalg.norm(moved - R) / torch.linalg.norm(R).clamp_min(1e-300)),
         "clean_relative_change": float(torch.linalg.norm(Z[~f_t] @ delta) / torch.linalg.norm(clean_before)),
         "delta_rank": int((sv > sv[0] * 1e-8).sum()) if len(sv) and sv[0] > 0 else 0,
-        "delta_rank_99": int((energy < 0.99).sum()) + 1,
+        # the fewest singular directions holding 99 % of ||Delta||_F^2 (0 for no edit)
+        "delta_rank_99": int((energy < 0.99).sum()) + 1 if len(sv) and sv[0] > 0 else 0,
         "delta_singular_values": [float(v) for v in sv[:10]],
         "n_forget": int(forget.sum()), "n_clean": int((~forget).sum()),
         "targets_distinct": len(torch.unique(pick)),  # how many different points the targets are

@@ -10,7 +10,8 @@
 # Every daemon it starts is stopped on exit (trap), and so is every process started under its
 # SLURM_CONF (job steps), found by a marker in their environment, never by name.
 #
-# Environment: KAEPIPE_MNIST_ROOT (offline MNIST copy; default ../shared/data/mnist-offline),
+# Environment: KAEPIPE_MNIST_ROOT (offline MNIST copy; default ../shared/data/mnist-offline, and without
+# either the synthetic MNIST-format digits of tests/synthetic_mnist.py),
 # KAEPIPE_VENV (default .venv), KAEPIPE_SLURM_KEEP=1 keeps the temporary directory,
 # KAEPIPE_SLURM_TIMEOUT (seconds for the Snakemake run, default 900).
 set -euo pipefail
@@ -26,8 +27,13 @@ die() { log "FAIL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get, and slurmd launches jobs as their owner)"
 [ -x "$VENV/bin/python" ] || die "no virtual environment at $VENV (run 'make setup' first)"
-[ -f "$MNIST/t10k-images-idx3-ubyte.gz" ] || die "offline MNIST copy not found at $MNIST; set KAEPIPE_MNIST_ROOT"
-MNIST="$(cd "$MNIST" && pwd)"
+if [ -f "$MNIST/t10k-images-idx3-ubyte.gz" ]; then
+  MNIST="$(cd "$MNIST" && pwd)"
+elif [ -n "${KAEPIPE_MNIST_ROOT:-}" ]; then
+  die "KAEPIPE_MNIST_ROOT=$KAEPIPE_MNIST_ROOT holds no MNIST IDX files"
+else
+  MNIST=""  # written below, once the temporary directory exists
+fi
 
 # ---------------------------------------------------------------- software
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
@@ -48,6 +54,11 @@ log "$(slurmctld -V), $(munged -V 2>&1 | head -1), plugin $("$VENV/bin/python" -
 T="$(mktemp -d /tmp/kaepipe-slurm.XXXXXX)"
 chmod 755 "$T"
 mkdir -p "$T"/{etc,munge,state,spool,run,log,work}
+if [ -z "$MNIST" ]; then
+  MNIST="$T/mnist"
+  ( cd "$REPO" && "$VENV/bin/python" -m tests.synthetic_mnist "$MNIST" ) >/dev/null
+  log "no offline MNIST copy: synthetic MNIST-format digits in $MNIST"
+fi
 chmod 711 "$T/munge"
 MARK="KAEPIPE_SLURM_TEST_RUN=$T"      # every daemon we start carries this in its environment
 PIDS=()                               # the daemons we started, in start order

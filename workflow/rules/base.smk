@@ -6,18 +6,18 @@ rule base_model:
         model=P.BASE_MODEL,
         curve=P.BASE_CURVE,
         metrics=P.BASE_METRICS,
-    params:
-        ds=ds_subset("base", "splits"),
     log:
         "results/logs/base_model/{dataset}.log",
     benchmark:
         "results/benchmarks/base_model/{dataset}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "splits"),
     script:
         "../scripts/base_model.py"

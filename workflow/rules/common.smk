@@ -57,7 +57,11 @@ def data_paths(wildcards):
 
 def paper_reps(wildcards):
     """The reps file of the split the paper shows (input function)."""
-    return P.fill(P.REPS, dataset=wildcards.dataset, split=P.paper_split(config, wildcards.dataset))
+    return P.fill(
+        P.REPS,
+        dataset=wildcards.dataset,
+        split=P.paper_split(config, wildcards.dataset),
+    )
 
 
 def kae_outputs(template, datasets=None):

@@ -4,28 +4,32 @@
 # so include this file after the stages (the Snakefile does). Input helpers: kaepipe.figures.
 
 
-
 rule figure_layers:
     """Figure 1: top-3 principal components of every base layer (q = 3 preprocessing), 2000 points."""
     input:
         reps=paper_reps,
     output:
-        png=report(P.figure("layers", "png"), caption="../report/figure_layers.rst",
-                   category="Figures", subcategory="{dataset}", labels={"figure": "layers", "dataset": "{dataset}"}),
+        png=report(
+            P.figure("layers", "png"),
+            caption="../report/figure_layers.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "layers", "dataset": "{dataset}"},
+        ),
         pdf=P.figure("layers", "pdf"),
-    params:
-        ds=ds_subset(),
     log:
         "results/logs/figures/layers_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/layers_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset(),
     script:
         "../scripts/figure_layers.py"
 
@@ -36,22 +40,27 @@ rule figure_training:
         curve=P.BASE_CURVE,
         losses=lambda w: kae_outputs(P.KAE_LOSSES, [w.dataset]),
     output:
-        png=report(P.figure("training", "png"), caption="../report/figure_training.rst",
-                   category="Figures", subcategory="{dataset}", labels={"figure": "training", "dataset": "{dataset}"}),
+        png=report(
+            P.figure("training", "png"),
+            caption="../report/figure_training.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "training", "dataset": "{dataset}"},
+        ),
         pdf=P.figure("training", "pdf"),
-    params:
-        ds=ds_subset("kae"),
     log:
         "results/logs/figures/training_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/training_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae"),
     script:
         "../scripts/figure_training.py"
 
@@ -63,22 +72,27 @@ rule figure_path:
         preprocessing=P.PREPROCESSING,
         kae=lambda w: P.main_kae_file(config, w.dataset),
     output:
-        png=report(P.figure("path", "png"), caption="../report/figure_path.rst",
-                   category="Figures", subcategory="{dataset}", labels={"figure": "path", "dataset": "{dataset}"}),
+        png=report(
+            P.figure("path", "png"),
+            caption="../report/figure_path.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "path", "dataset": "{dataset}"},
+        ),
         pdf=P.figure("path", "pdf"),
-    params:
-        ds=ds_subset(),
     log:
         "results/logs/figures/path_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/path_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset(),
     script:
         "../scripts/figure_path.py"
 
@@ -90,26 +104,31 @@ rule figure_isometry:
         unpack(lambda w: P.reps_files(w.dataset)),
         preprocessing=P.PREPROCESSING,
     output:
-        png=report(P.figure("isometry", "png"), caption="../report/figure_isometry.rst",
-                   category="Figures", subcategory="{dataset}",
-                   labels={"figure": "isometry", "dataset": "{dataset}"}),
+        png=report(
+            P.figure("isometry", "png"),
+            caption="../report/figure_isometry.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "isometry", "dataset": "{dataset}"},
+        ),
         pdf=P.figure("isometry", "pdf"),
-    params:
-        ds=ds_subset("kae", "topology"),
-        lambdas=lambda w: P.isometry_lambdas(config, w.dataset),
     log:
         "results/logs/figures/isometry_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/isometry_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae", "topology"),
+        lambdas=lambda w: P.isometry_lambdas(config, w.dataset),
     script:
         "../scripts/figure_isometry.py"
+
 
 rule figure_topology:
     """Figure 3: beta_0 per base layer and per KAE iterate (mean, min-max over seeds), iterates in 3-D PCA."""
@@ -120,23 +139,27 @@ rule figure_topology:
         kae=lambda w: P.main_kae_file(config, w.dataset),
         preprocessing=P.PREPROCESSING,
     output:
-        png=report(P.figure("topology", "png"), caption="../report/figure_topology.rst",
-                   category="Figures", subcategory="{dataset}",
-                   labels={"figure": "topology", "dataset": "{dataset}"}),
+        png=report(
+            P.figure("topology", "png"),
+            caption="../report/figure_topology.rst",
+            category="Figures",
+            subcategory="{dataset}",
+            labels={"figure": "topology", "dataset": "{dataset}"},
+        ),
         pdf=P.figure("topology", "pdf"),
-    params:
-        ds=ds_subset("kae", "topology", "splits"),
     log:
         "results/logs/figures/topology_{dataset}.log",
     benchmark:
         "results/benchmarks/figures/topology_{dataset}.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=10,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae", "topology", "splits"),
     script:
         "../scripts/figure_topology.py"
 
@@ -153,23 +176,27 @@ if FIGURES_EDITING:
             kae=lambda w: P.main_kae_file(config, w.dataset),
             edited=lambda w: P.edited_file(config, w.dataset),
         output:
-            png=report(P.figure("editing", "png"), caption="../report/figure_editing.rst",
-                       category="Figures", subcategory="{dataset}",
-                       labels={"figure": "editing", "dataset": "{dataset}"}),
+            png=report(
+                P.figure("editing", "png"),
+                caption="../report/figure_editing.rst",
+                category="Figures",
+                subcategory="{dataset}",
+                labels={"figure": "editing", "dataset": "{dataset}"},
+            ),
             pdf=P.figure("editing", "pdf"),
-        params:
-            ds=ds_subset(),
-            target=lambda w: P.editing_target(config, w.dataset),
         log:
             "results/logs/figures/editing_{dataset}.log",
         benchmark:
             "results/benchmarks/figures/editing_{dataset}.tsv"
+        localrule: True
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=3000,
             runtime=10,
-        localrule: True
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset(),
+            target=lambda w: P.editing_target(config, w.dataset),
         script:
             "../scripts/figure_editing.py"

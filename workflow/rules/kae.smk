@@ -15,21 +15,21 @@ if SINGLE_KAE_DATASETS:
             model=P.KAE_MODEL,
             losses=P.KAE_LOSSES,
             metrics=P.KAE_METRICS,
-        params:
-            ds=ds_subset("kae"),
         log:
             "results/logs/kae/{dataset}_iso{lam}_seed{seed}.log",
         benchmark:
             "results/benchmarks/kae/{dataset}_iso{lam}_seed{seed}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=4000,
             runtime=240,
             gpu=1,
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset("kae"),
         script:
             "../scripts/kae.py"
 
@@ -46,23 +46,32 @@ for _dataset in DATASETS:
                 reps=P.fill(P.REPS, dataset=_dataset, split="train"),
                 preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
             output:
-                model=[P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s) for t, s in _members],
-                losses=[P.fill(P.KAE_LOSSES, dataset=_dataset, lam=t, seed=s) for t, s in _members],
-                metrics=[P.fill(P.KAE_METRICS, dataset=_dataset, lam=t, seed=s) for t, s in _members],
-            params:
-                ds=ds_params(_dataset, "kae"),
-                members=[[t, s] for t, s in _members],
+                model=[
+                    P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s)
+                    for t, s in _members
+                ],
+                losses=[
+                    P.fill(P.KAE_LOSSES, dataset=_dataset, lam=t, seed=s)
+                    for t, s in _members
+                ],
+                metrics=[
+                    P.fill(P.KAE_METRICS, dataset=_dataset, lam=t, seed=s)
+                    for t, s in _members
+                ],
             log:
                 f"results/logs/kae/{_dataset}_{_pack}.log",
             benchmark:
                 f"results/benchmarks/kae/{_dataset}_{_pack}.tsv"
+            conda:
+                "../envs/kaepipe.yaml"
             threads: 1
             resources:
                 mem_mb=4000,
                 runtime=60 + 60 * len(_members),
                 gpu=1,
-            conda:
-                "../envs/kaepipe.yaml"
+            params:
+                ds=ds_params(_dataset, "kae"),
+                members=[[t, s] for t, s in _members],
             script:
                 "../scripts/kae_pack.py"
 
@@ -79,21 +88,21 @@ if SINGLE_KAE_DATASETS:
             test=P.partial(P.REPS, split="test"),
         output:
             P.KAE_ACCURACY,
-        params:
-            ds=ds_subset("base", "kae"),
         log:
             "results/logs/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.log",
         benchmark:
             "results/benchmarks/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=4000,
             runtime=20,
             gpu=1,
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset("base", "kae"),
         script:
             "../scripts/surrogate_accuracy.py"
 
@@ -107,25 +116,31 @@ for _dataset in DATASETS:
             name:
                 P.rule_name("surrogate_accuracy", _dataset, _pack)
             input:
-                kae=[P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s) for t, s in _members],
+                kae=[
+                    P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s)
+                    for t, s in _members
+                ],
                 base=P.fill(P.BASE_MODEL, dataset=_dataset),
                 preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
                 train=P.fill(P.REPS, dataset=_dataset, split="train"),
                 test=P.fill(P.REPS, dataset=_dataset, split="test"),
             output:
-                [P.fill(P.KAE_ACCURACY, dataset=_dataset, lam=t, seed=s) for t, s in _members],
-            params:
-                ds=ds_params(_dataset, "base", "kae"),
+                [
+                    P.fill(P.KAE_ACCURACY, dataset=_dataset, lam=t, seed=s)
+                    for t, s in _members
+                ],
             log:
                 f"results/logs/surrogate_accuracy/{_dataset}_{_pack}.log",
             benchmark:
                 f"results/benchmarks/surrogate_accuracy/{_dataset}_{_pack}.tsv"
+            conda:
+                "../envs/kaepipe.yaml"
             threads: 1
             resources:
                 mem_mb=4000,
                 runtime=20,
                 gpu=1,
-            conda:
-                "../envs/kaepipe.yaml"
+            params:
+                ds=ds_params(_dataset, "base", "kae"),
             script:
                 "../scripts/surrogate_accuracy.py"

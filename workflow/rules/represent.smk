@@ -9,18 +9,18 @@ rule representations:
         train_pt=P.partial(P.REPS, split="train"),
         test_pt=P.partial(P.REPS, split="test"),
         preprocessing=P.PREPROCESSING,
-    params:
-        ds=ds_subset("base", "preprocess"),
     log:
         "results/logs/representations/{dataset}.log",
     benchmark:
         "results/benchmarks/representations/{dataset}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "preprocess"),
     script:
         "../scripts/representations.py"

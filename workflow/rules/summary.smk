@@ -17,25 +17,29 @@ rule summary:
     output:
         md=report(P.SUMMARY, caption="../report/summary.rst", category="Summary"),
         csv=[
-            report(P.table(f"summary_{name}.csv"), caption="../report/summary_table.rst",
-                   category="Summary", labels={"table": name})
+            report(
+                P.table(f"summary_{name}.csv"),
+                caption="../report/summary_table.rst",
+                category="Summary",
+                labels={"table": name},
+            )
             for name in SUMMARY_TABLES
         ],
         md_tables=[P.table(f"summary_{name}.md") for name in SUMMARY_TABLES],
         tex=[P.table(f"summary_{name}.tex") for name in SUMMARY_TABLES],
-    params:
-        tables=SUMMARY_TABLES,
-        benchmarks="results/benchmarks",
     log:
         "results/logs/summary/summary.log",
     benchmark:
         "results/benchmarks/summary/summary.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        tables=SUMMARY_TABLES,
+        benchmarks="results/benchmarks",
     script:
         "../scripts/summary.py"

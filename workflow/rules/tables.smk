@@ -12,12 +12,12 @@ rule accuracy_table:
         "results/logs/tables/accuracy.log",
     benchmark:
         "results/benchmarks/tables/accuracy.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
     script:
         "../scripts/accuracy_table.py"

@@ -12,18 +12,18 @@ rule topology_layers:
     output:
         table=P.TOPOLOGY_LAYERS,
         curves=P.TOPOLOGY_LAYER_CURVES,
-    params:
-        ds=ds_subset("base", "topology"),
     log:
         "results/logs/topology_layers/{dataset}.log",
     benchmark:
         "results/benchmarks/topology_layers/{dataset}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("base", "topology"),
     script:
         "../scripts/topology_layers.py"
 
@@ -37,18 +37,18 @@ rule topology_iterates:
     output:
         table=P.TOPOLOGY_ITERATES,
         curves=P.TOPOLOGY_ITERATE_CURVES,
-    params:
-        ds=ds_subset("kae", "topology"),
     log:
         "results/logs/topology_iterates/{dataset}_iso{lam}_seed{seed}.log",
     benchmark:
         "results/benchmarks/topology_iterates/{dataset}_iso{lam}_seed{seed}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae", "topology"),
     script:
         "../scripts/topology_iterates.py"
 
@@ -60,18 +60,18 @@ rule isometry_original:
         preprocessing=P.PREPROCESSING,
     output:
         P.ISOMETRY_ORIGINAL,
-    params:
-        ds=ds_subset("topology"),
     log:
         "results/logs/isometry_original/{dataset}.log",
     benchmark:
         "results/benchmarks/isometry_original/{dataset}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("topology"),
     script:
         "../scripts/isometry_original.py"
 
@@ -79,8 +79,7 @@ rule isometry_original:
 rule isometry:
     """phi(x_L) of the KAEs of one lambda_iso (every seed) against x_L: diagrams, distances, Betti curves."""
     input:
-        kae=lambda w: P.kae_paths(config, [w.dataset], P.KAE_MODEL,
-                                lambda_tags=[w.lam]),
+        kae=lambda w: P.kae_paths(config, [w.dataset], P.KAE_MODEL, lambda_tags=[w.lam]),
         reps=lambda w: P.topology_reps_path(config, w.dataset),
         preprocessing=P.PREPROCESSING,
         original=P.ISOMETRY_ORIGINAL,
@@ -88,18 +87,18 @@ rule isometry:
         diagrams=P.ISOMETRY_DIAGRAMS,
         curves=P.ISOMETRY_CURVES,
         metrics=P.ISOMETRY_RESULTS,
-    params:
-        ds=ds_subset("kae", "topology"),
     log:
         "results/logs/isometry/{dataset}_iso{lam}.log",
     benchmark:
         "results/benchmarks/isometry/{dataset}_iso{lam}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset("kae", "topology"),
     script:
         "../scripts/isometry.py"
 
@@ -117,13 +116,13 @@ rule topology_table:
         "results/logs/tables/topology.log",
     benchmark:
         "results/benchmarks/tables/topology.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
     script:
         "../scripts/topology_table.py"
 
@@ -140,12 +139,12 @@ rule isometry_table:
         "results/logs/tables/isometry.log",
     benchmark:
         "results/benchmarks/tables/isometry.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
     script:
         "../scripts/isometry_table.py"

@@ -22,24 +22,23 @@ if SINGLE_KAE_DATASETS:
         output:
             json=P.EDIT,
             model=P.EDITED_MODEL,
-        params:
-            ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
         log:
             "results/logs/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.log",
         benchmark:
             "results/benchmarks/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=4000,
             runtime=20,
             gpu=1,
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
         script:
             "../scripts/unlearn_edit.py"
-
 
     rule unlearn_study:
         """The trade-off study of one edit: target vs retained accuracy over targets x reg x strength x rank."""
@@ -51,21 +50,21 @@ if SINGLE_KAE_DATASETS:
             test=P.partial(P.REPS, split="test"),
         output:
             P.STUDY,
-        params:
-            ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
         log:
             "results/logs/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.log",
         benchmark:
             "results/benchmarks/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=4000,
             runtime=30,
             gpu=1,
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
         script:
             "../scripts/unlearn_study.py"
 
@@ -88,20 +87,22 @@ for _dataset in P.unlearn_datasets(config):
         output:
             json=[item["edit"] for item in _edits],
             model=[item["edited"] for item in _edits],
-        params:
-            ds=ds_params(_dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)),
-            targets=[item["target"] for item in _edits],
         log:
             f"results/logs/unlearn_edit/{_dataset}.log",
         benchmark:
             f"results/benchmarks/unlearn_edit/{_dataset}.tsv"
+        conda:
+            "../envs/kaepipe.yaml"
         threads: 1
         resources:
             mem_mb=4000,
             runtime=10 + 10 * len(_edits),
             gpu=1,
-        conda:
-            "../envs/kaepipe.yaml"
+        params:
+            ds=ds_params(
+                _dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)
+            ),
+            targets=[item["target"] for item in _edits],
         script:
             "../scripts/unlearn_edit.py"
 
@@ -119,20 +120,22 @@ for _dataset in P.unlearn_datasets(config):
                 test=P.fill(P.REPS, dataset=_dataset, split="test"),
             output:
                 [item["study"] for item in _studies],
-            params:
-                ds=ds_params(_dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)),
-                targets=[item["target"] for item in _studies],
             log:
                 f"results/logs/unlearn_study/{_dataset}.log",
             benchmark:
                 f"results/benchmarks/unlearn_study/{_dataset}.tsv"
+            conda:
+                "../envs/kaepipe.yaml"
             threads: 1
             resources:
                 mem_mb=4000,
                 runtime=10 + 20 * len(_studies),
                 gpu=1,
-            conda:
-                "../envs/kaepipe.yaml"
+            params:
+                ds=ds_params(
+                    _dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)
+                ),
+                targets=[item["target"] for item in _studies],
             script:
                 "../scripts/unlearn_study.py"
 
@@ -145,19 +148,24 @@ rule unlearn_baseline:
     output:
         json=P.BASELINE_METRICS,
         model=P.BASELINE_MODEL,
-    params:
-        ds=ds_subset("base", "splits", "unlearn", drop=("unlearn.study", "unlearn.region", "unlearn.methods")),
     log:
         "results/logs/unlearn_baseline/{dataset}_{baseline}_class{target}.log",
     benchmark:
         "results/benchmarks/unlearn_baseline/{dataset}_{baseline}_class{target}.tsv"
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=1,
-    conda:
-        "../envs/kaepipe.yaml"
+    params:
+        ds=ds_subset(
+            "base",
+            "splits",
+            "unlearn",
+            drop=("unlearn.study", "unlearn.region", "unlearn.methods"),
+        ),
     script:
         "../scripts/unlearn_baseline.py"
 
@@ -182,12 +190,12 @@ rule unlearn_tables:
         "results/logs/unlearn_tables/tables.log",
     benchmark:
         "results/benchmarks/unlearn_tables/tables.tsv"
+    localrule: True
+    conda:
+        "../envs/kaepipe.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
     script:
         "../scripts/unlearn_tables.py"

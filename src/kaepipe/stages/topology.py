@@ -17,6 +17,7 @@ The ``topology`` block of a dataset is optional; :func:`topology_settings` fills
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 
 from kaepipe import topology as T
 from kaepipe.errors import DataError
@@ -46,23 +48,14 @@ def use_threads(threads: int) -> str:
     """Run distance work on `threads` threads: torch's intra-op pool and numpy's BLAS; returns a summary.
 
     Snakemake already exports OPENBLAS_NUM_THREADS / OMP_NUM_THREADS = the rule's threads to a
-    script's process (so numpy's BLAS starts with that many); torch is set here, and threadpoolctl,
-    when installed, pins BLAS pools that were started otherwise.
+    script's process (so numpy's BLAS starts with that many); torch is set here, and threadpoolctl
+    pins BLAS pools that were started otherwise.
     """
-    import os
-
-
     threads = max(1, int(threads))
     torch.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)
-        pinned = "threadpoolctl"
-    except ImportError:
-        pinned = "environment"
+    threadpool_limits(threads)
     return (f"{threads} thread(s): torch {torch.get_num_threads()}, BLAS OPENBLAS_NUM_THREADS="
-            f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} ({pinned})")
+            f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')} (threadpoolctl)")
 
 
 def preprocessed_layers(reps_path: str | Path, preprocessing_path: str | Path, layers: Sequence[int] | None = None,

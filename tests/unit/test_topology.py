@@ -343,7 +343,6 @@ def test_bottleneck_self_zero_and_perturbation_bounded() -> None:
 
 
 def test_wasserstein_self_zero_and_dominates_bottleneck() -> None:
-    pytest.importorskip("ot")
     X = circle(50, noise=0.02, seed=3)
     Y = circle(50, noise=0.05, seed=4)
     da, db = T.persistence_diagrams(X), T.persistence_diagrams(Y)
@@ -421,7 +420,6 @@ def test_betti0_steps_is_the_exact_curve() -> None:
 
 
 def test_wasserstein_line_and_hera_match_pot() -> None:
-    pytest.importorskip("ot")
     rng = np.random.default_rng(10)
     for _ in range(25):
         m, n = rng.integers(0, 25, 2)

@@ -8,26 +8,60 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kaepipe.nn.checkpoints import load_kae
+from kaepipe.represent import load_preprocessing, load_reps
+from kaepipe.unlearn import load_edited
+
 pytestmark = pytest.mark.slow
 
 EDIT = "results/yinyang/unlearn/iso1/seed{seed}/class2"
 
 
-def test_edit_jobs_wrote_results_logs_and_benchmarks(tiny_run):
-    res = tiny_run / "results"
+def test_study_at_the_edits_settings_reproduces_the_edit(tiny_run):
+    """The study job recomputes the paper edit's grid point (nearest targets, reg 0.1, strength 1, full
+    rank) by another path (outputs Z O' through the head, not the edited model): the same accuracies,
+    up to one sample of a class."""
+    res = tiny_run / "results/yinyang"
+    counts = {split: np.bincount(load_reps(res / f"reps/{split}.pt")[1]) for split in ("train", "test")}
     for seed in (21, 365):
-        for _, path in (("yinyang", EDIT.format(seed=seed)),
-                         ("mnist", f"results/mnist/unlearn/iso0.001/seed{seed}/class4")):
-            d = tiny_run / path
-            assert (d / "edit.json").stat().st_size > 0 and (d / "edited.safetensors").stat().st_size > 0, path
-        assert (tiny_run / EDIT.format(seed=seed) / "study.parquet").is_file()
-    for kind in ("retrain", "finetune"):
-        assert (res / f"yinyang/unlearn/baselines/{kind}/class2/metrics.json").is_file()
-    assert (res / "mnist/unlearn/baselines/finetune/class4/metrics.json").is_file()
-    assert not (res / "mnist/unlearn/baselines/retrain").exists()  # tiny config: fine-tune only for MNIST
-    for rule in ("unlearn_edit", "unlearn_baseline", "unlearn_study", "unlearn_tables"):
-        assert list((res / "logs" / rule).glob("*.log")), rule
-        assert list((res / "benchmarks" / rule).glob("*.tsv")), rule
+        paper = json.loads((tiny_run / EDIT.format(seed=seed) / "edit.json").read_text())["methods"]["paper"]
+        assert paper["settings"] == {"targets": "nearest", "reg": 0.1, "strength": 1.0}
+        study = pd.read_parquet(tiny_run / EDIT.format(seed=seed) / "study.parquet")
+        at = study[(study.targets == "nearest") & (study.reg == 0.1) & (study.strength == 1.0) & (study["rank"] == -1)]
+        assert sorted(at.protocol) == ["heldout", "paper"]
+        for protocol, rec in paper["protocols"].items():
+            row = at[at.protocol == protocol].iloc[0]
+            n = counts[rec["split"]]
+            one_target, one_retained = 100 / n[2], 100 / n[:2].min() / 2  # one sample of the target / a retained class
+            assert row.split == rec["split"]
+            for key, tol in (("target_before", one_target), ("target_after", one_target),
+                             ("retained_before", one_retained), ("retained_after", one_retained)):
+                assert abs(row[key] - rec[key]) <= tol + 1e-6, (seed, protocol, key, row[key], rec[key])
+
+
+def test_edit_diagnostics_recomputed_from_the_edited_operator(tiny_run):
+    """fit_fraction, constraint_residual and the targets of edit.json, recomputed here from the KAE, the
+    saved edited operator (float64) and brute-force nearest clean neighbours in observable space."""
+    res = tiny_run / "results/yinyang"
+    pre = load_preprocessing(res / "reps/preprocessing.safetensors", [0])
+    layers, labels = load_reps(res / "reps/train.pt")
+    for seed in (21, 365):
+        kae, _ = load_kae(res / f"kae/iso1/seed{seed}/model.safetensors")
+        edited, _ = load_edited(tiny_run / EDIT.format(seed=seed) / "edited.safetensors", "paper")
+        diag = json.loads((tiny_run / EDIT.format(seed=seed) / "edit.json").read_text())["methods"]["paper"]["diagnostics"]
+        Z = kae.observables(pre[0].apply(layers[0]))
+        O, O_new = kae.operator_matrix(), edited.operator_matrix()
+        forget = labels == 2
+        clean = np.flatnonzero(~forget)
+        nearest = clean[((Z[forget][:, None] - Z[clean][None]) ** 2).sum(-1).argmin(1)]
+        H = Z[forget]
+        R = (Z @ O)[nearest] - H @ O  # targets: the outputs of the nearest clean samples
+        moved = H @ (O_new - O)
+        assert diag["n_forget"] == forget.sum() and diag["n_clean"] == (~forget).sum()
+        assert diag["targets_distinct"] == len(np.unique(nearest))
+        assert diag["fit_fraction"] == pytest.approx((moved * R).sum() / (R * R).sum(), rel=1e-4)
+        assert diag["constraint_residual"] == pytest.approx(np.linalg.norm(moved - R) / np.linalg.norm(R), rel=1e-4)
+        assert 0 < diag["fit_fraction"] <= 1
 
 
 def test_edit_json_records_both_protocols_and_methods(tiny_run):

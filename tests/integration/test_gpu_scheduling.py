@@ -15,25 +15,22 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, offline_mnist
+from tests.conftest import REPO, snakemake_cmd
 
-CONFIGS = [str(REPO / "config.yaml"), str(REPO / "tests" / "config" / "tiny.yaml")]
 NETWORK_RULES = {"base_model", "representations", "kae", "surrogate_accuracy"}
 CPU_RULES = {"dataset", "accuracy_table"}
 PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 
 
-def snakemake(workdir: Path, *args: str) -> str:
+def snakemake(workdir: Path, *args: str, mnist_root: Path) -> str:
     """Run the Snakefile on the tiny config in `workdir`; return Snakemake's log (stderr + stdout)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           *args, "--configfile", *CONFIGS, "--config", f"mnist_root={offline_mnist()}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, check=False)
+    proc = subprocess.run(snakemake_cmd(workdir, *args, mnist_root=mnist_root), capture_output=True, text=True,
+                          cwd=workdir, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc.stderr + proc.stdout
@@ -97,9 +94,9 @@ def concurrency(events: list[tuple[str, int, str, int]]) -> tuple[int, int, list
 # --------------------------------------------------------------------------------------------- static
 
 @pytest.fixture(scope="module")
-def dry_run_blocks(tmp_path_factory) -> list[dict]:
+def dry_run_blocks(tmp_path_factory, mnist_root) -> list[dict]:
     """The job blocks of a dry run of the whole tiny pipeline."""
-    return job_blocks(snakemake(tmp_path_factory.mktemp("dry"), "-n", "--cores", "8"))
+    return job_blocks(snakemake(tmp_path_factory.mktemp("dry"), "-n", "--cores", "8", mnist_root=mnist_root))
 
 
 def test_network_rules_declare_one_gpu_and_cpu_rules_none(dry_run_blocks):
@@ -139,11 +136,11 @@ def test_slurm_profile_requests_a_gpu_for_every_gpu_rule(dry_run_blocks):
         assert not re.search(r"--(gres|gpus)\b|-G\b", str(res.get("slurm_extra", ""))), rule
 
 
-def test_slurm_profile_is_valid_for_snakemake(tmp_path):
+def test_slurm_profile_is_valid_for_snakemake(tmp_path, mnist_root):
     """Snakemake accepts the profile (dry run: the executor is replaced, every key must parse)."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
     log = snakemake(tmp_path, "results/yinyang/kae/iso1/seed21/model.safetensors", "--profile", str(PROFILE.parent),
-                    "-n")
+                    "-n", mnist_root=mnist_root)
     assert re.search(r"^kae\s+1$", log, flags=re.MULTILINE), log[-3000:]
 
 
@@ -153,7 +150,7 @@ def test_environment_yml_names_what_a_cluster_needs():
     names = {re.split(r"[<>=! \[]", d, maxsplit=1)[0] for d in env["dependencies"] if isinstance(d, str)}
     assert names & {"pytorch", "pytorch-gpu"}, "no PyTorch"
     for pkg in ("python", "snakemake", "snakemake-executor-plugin-slurm", "gudhi", "numpy", "pandas",
-                "pyarrow", "scipy", "seaborn", "safetensors", "pyyaml", "jsonschema", "pot", "pip"):
+                "pyarrow", "scipy", "seaborn", "safetensors", "pyyaml", "jsonschema", "threadpoolctl", "pot", "pip"):
         assert pkg in names, pkg
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip
@@ -178,12 +175,12 @@ def test_overlap_detection_on_a_synthetic_log():
 # --------------------------------------------------------------------------------------------- real run
 
 @pytest.mark.slow
-def test_resources_gpu_1_runs_one_gpu_job_at_a_time(tmp_path):
+def test_resources_gpu_1_runs_one_gpu_job_at_a_time(tmp_path, mnist_root):
     """Two Yin-Yang KAEs (ready together) and both datasets' splits with 8 cores and one GPU."""
     targets = ["results/yinyang/kae/iso1/seed21/model.safetensors",
                "results/yinyang/kae/iso1/seed365/model.safetensors",
                "results/mnist/data/train.parquet", "results/mnist/data/test.parquet"]
-    log = snakemake(tmp_path, *targets, "--cores", "8", "--resources", "gpu=1")
+    log = snakemake(tmp_path, *targets, "--cores", "8", "--resources", "gpu=1", mnist_root=mnist_root)
     events = job_events(log)
     started = [(rule, gpus) for kind, _, rule, gpus in events if kind == "start"]
     assert sorted(r for r, _ in started) == sorted(["dataset"] * 4 + ["base_model", "representations", "kae", "kae"])

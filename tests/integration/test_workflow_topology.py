@@ -7,6 +7,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import pdist, squareform
+
+from kaepipe.nn.checkpoints import load_kae
+from kaepipe.represent import load_preprocessing, load_reps
+from kaepipe.topology import subset_indices
 
 pytestmark = pytest.mark.slow
 
@@ -18,6 +26,8 @@ POINTS = {"yinyang": 300, "mnist": 250}
 MAIN_LAMBDA = {"yinyang": 1.0, "mnist": 0.001}
 LAMBDAS = {"yinyang": [1.0, 0.0], "mnist": [0.001]}
 SEEDS = [21, 365]
+EPS = {"yinyang": {"layers": 0.25, "iterates": 0.25},  # Yin-Yang's default (README: our choice)
+       "mnist": {"layers": 1.5, "iterates": 1.5}}  # tests/config/tiny.yaml
 
 
 def test_topology_table_rows(tiny_run):
@@ -87,12 +97,33 @@ def test_isometry_table_and_diagrams(tiny_run):
     assert metrics["results"][0]["threshold"]["original"] > 0
 
 
-def test_topology_rules_logged_and_benchmarked(tiny_run):
+def betti0_by_scipy(X: np.ndarray, eps: float) -> int:
+    """beta_0 at eps: connected components of the graph joining points at distance <= eps (single linkage)."""
+    return int(connected_components(csr_matrix(squareform(pdist(X)) <= eps), directed=False)[0])
+
+
+def test_topology_table_agrees_with_scipy_on_the_run_files(tiny_run):
+    """beta_0 of every layer and of the first and last decoded KAE iterate, recomputed here from the
+    representation files and the checkpoints with scipy, equals the table's."""
     res = tiny_run / "results"
-    for rule in ("topology_layers", "topology_iterates", "isometry_original", "isometry"):
-        assert list((res / "logs" / rule).glob("*.log")), rule
-        assert list((res / "benchmarks" / rule).glob("*.tsv")), rule
-    seconds = sum(pd.read_csv(p, sep="\t")["s"].iloc[0]
-                  for rule in ("topology_layers", "topology_iterates", "isometry_original", "isometry")
-                  for p in (res / "benchmarks" / rule).glob("*.tsv"))
-    assert seconds > 0
+    table = pd.read_csv(res / "tables/topology.csv")
+    for ds, n_layers in LAYERS.items():
+        raw, _ = load_reps(res / ds / "reps/test.pt")
+        idx = subset_indices(raw.shape[1], POINTS[ds], 0)  # the stage's fixed subset (topology seed 0)
+        assert len(idx) == POINTS[ds]
+        pre = load_preprocessing(res / ds / "reps/preprocessing.safetensors")
+        rows = table[table.dataset == ds]
+        for layer in range(n_layers):
+            row = rows[(rows.source == "mlp") & (rows.step == layer)].iloc[0]
+            assert row.eps == EPS[ds]["layers"]
+            assert row.betti0 == betti0_by_scipy(pre[layer].apply(raw[layer][idx]), EPS[ds]["layers"]), (ds, layer)
+        x0 = torch.as_tensor(pre[0].apply(raw[0][idx]), dtype=torch.float32)
+        for seed in SEEDS:
+            kae, _ = load_kae(res / ds / f"kae/iso{MAIN_LAMBDA[ds]:g}/seed{seed}/model.safetensors")
+            with torch.no_grad():
+                z = kae.encode(x0)
+                ends = {0: kae.decode(z), K[ds]: kae.decode(z @ kae.operator(K[ds]))}  # psi(phi(x0) O_t)
+            for t, X in ends.items():
+                row = rows[(rows.source == "kae") & (rows.seed == seed) & (rows.step == t)].iloc[0]
+                assert row.eps == EPS[ds]["iterates"]
+                assert row.betti0 == betti0_by_scipy(X.double().numpy(), EPS[ds]["iterates"]), (ds, seed, t)

@@ -11,7 +11,7 @@ import yaml
 from kaepipe.config import lambda_tag
 from kaepipe.stages import paths as P
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def default_config() -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 
 from kaepipe.errors import DataError, TrainingDivergedError
 from kaepipe.io import atomic_path, write_json
-from tests.conftest import REPO, TINY_CONFIGS, offline_mnist
+from tests.conftest import snakemake_cmd
 
 # --- fault: a job dies while writing ------------------------------------------------------------
 
@@ -116,17 +115,15 @@ def test_truncated_checkpoint_is_refused(tmp_path):
 
 # --- fault: SIGKILL in the middle of a training job, then --rerun-incomplete ---------------------
 
-def _snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    """The tiny config up to the accuracy tables (targets first: --config swallows what follows)."""
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "results/tables/accuracy.csv", "--cores", "2", *args,
-            "--configfile", *TINY_CONFIGS, "--config", f"mnist_root={offline_mnist()}"]
+def _snakemake_cmd(workdir: Path, *args: str, mnist_root: Path) -> list[str]:
+    """The tiny config up to the accuracy tables."""
+    return snakemake_cmd(workdir, "results/tables/accuracy.csv", "--cores", "2", *args, mnist_root=mnist_root)
 
 
 @pytest.mark.slow
-def test_killed_training_job_reruns_to_identical_tables(tiny_run, tmp_path):
+def test_killed_training_job_reruns_to_identical_tables(tiny_run, tmp_path, mnist_root):
     """Kill the whole run (SIGKILL) while a KAE is training; --rerun-incomplete gives the same tables."""
-    proc = subprocess.Popen(_snakemake_cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(_snakemake_cmd(tmp_path, mnist_root=mnist_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     logs = tmp_path / "results" / "logs" / "kae"
     deadline = time.time() + 600
@@ -150,8 +147,8 @@ def test_killed_training_job_reruns_to_identical_tables(tiny_run, tmp_path):
         if ckpt.exists():  # the checkpoint is written last: if it is there, the job had finished
             assert (ckpt.parent / "metrics.json").exists() and (ckpt.parent / "losses.parquet").exists()
     # a killed Snakemake leaves its lock behind: unlock, as a user would, then resume
-    subprocess.run(_snakemake_cmd(tmp_path, "--unlock"), capture_output=True, text=True, check=True)
-    rerun = subprocess.run(_snakemake_cmd(tmp_path, "--rerun-incomplete"), capture_output=True, text=True)
+    subprocess.run(_snakemake_cmd(tmp_path, "--unlock", mnist_root=mnist_root), capture_output=True, text=True, check=True)
+    rerun = subprocess.run(_snakemake_cmd(tmp_path, "--rerun-incomplete", mnist_root=mnist_root), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     for table in ("accuracy.csv", "accuracy_long.csv"):
         assert (tmp_path / "results/tables" / table).read_bytes() == (tiny_run / "results/tables" / table).read_bytes()

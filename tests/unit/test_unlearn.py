@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kaepipe.errors import ConfigError, DataError
+from kaepipe.evaluate import Surrogate
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.report.tables import editing_tables, transition
 from kaepipe.settings import unlearn_settings
@@ -16,14 +17,17 @@ from kaepipe.unlearn import (
     before_after,
     class_centroids,
     closed_form_delta,
+    edit_diagnostics,
     edit_operator,
     edit_targets,
     edit_with,
     load_edited,
     nearest_indices,
     save_edited,
+    study_rows,
     truncate_rank,
 )
+from tests.conftest import identity_kae
 
 
 def toy(n: int = 300, p: int = 6, seed: int = 0):
@@ -226,6 +230,109 @@ def test_operator_and_edited_kae_leave_the_kae_untouched(tmp_path):
 def test_edit_operator_defaults_match_the_paper():
     Z, O, labels = toy()
     np.testing.assert_array_equal(edit_operator(O, Z, labels, 2), edit_with("paper", O, Z, labels, 2, reg=0.1, targets="nearest"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The study and the diagnostics, through a surrogate whose phi and psi are the identity: the
+# classifier is the argmax of the first three outputs, so every number is known by hand
+# ---------------------------------------------------------------------------------------------
+
+def first_three(x: torch.Tensor) -> torch.Tensor:
+    return x[:, :3]
+
+
+def reference_targets(Z, Y, labels, target, mode):
+    """The targets by brute force: nearest = Y of the nearest clean sample in Z; centroid = the nearest
+    (to its own output) centroid of a retained class."""
+    f = labels == target
+    if mode == "nearest":
+        clean = np.flatnonzero(~f)
+        return Y[clean[((Z[f][:, None] - Z[clean][None]) ** 2).sum(-1).argmin(1)]]
+    cents = np.stack([Y[labels == c].mean(0) for c in np.unique(labels) if c != target])
+    return cents[((Y[f][:, None] - cents[None]) ** 2).sum(-1).argmin(1)]
+
+
+def reference_delta(Z, O, labels, target, mode, reg):
+    """docs/method.md section 8.4 as written, in plain numpy: Delta = C0^-1 H^T (H C0^-1 H^T + reg I)^-1 (T - H O)."""
+    f = labels == target
+    H = Z[f]
+    C0 = Z[~f].T @ Z[~f] + reg * np.eye(Z.shape[1])
+    C0_Ht = np.linalg.solve(C0, H.T)
+    T = reference_targets(Z, Z @ O, labels, target, mode)
+    return C0_Ht @ np.linalg.solve(H @ C0_Ht + reg * np.eye(len(H)), T - H @ O)
+
+
+def reference_summary(Zs, ys, O_new, target):
+    pred = (Zs @ O_new)[:, :3].argmax(1)
+    acc = np.array([100.0 * (pred[ys == c] == c).mean() for c in range(3)])
+    return acc[target], np.delete(acc, target).mean()
+
+
+def test_study_rows_match_the_closed_form_through_an_identity_surrogate():
+    Z, _, labels = toy(n=300, seed=4)
+    Zt, _, yt = toy(n=240, seed=5)
+    O = np.eye(Z.shape[1])
+    head = Surrogate(identity_kae(Z.shape[1]), first_three)
+    grid = {"targets": ["nearest", "centroid"], "reg": [0.1, 1.0], "strength": [0.0, 1.0, 2.0], "rank": [1, None]}
+    evaluation = {"paper": ("train", torch.from_numpy(Z), labels), "heldout": ("test", torch.from_numpy(Zt), yt)}
+    rows = study_rows(EditProblem(O, Z, labels), head, 1, evaluation, grid)
+    assert len(rows) == 2 * 2 * 2 * 2 * 3  # protocols x targets x reg x rank x strength
+    seen = set()
+    for r in rows:
+        split, Zs, ys = evaluation[r["protocol"]]
+        Zs = Zs.numpy()
+        assert r["split"] == split
+        seen.add((r["protocol"], r["targets"], r["reg"], r["rank"], r["strength"]))
+        before = reference_summary(Zs, ys, O, 1)
+        assert (r["target_before"], r["retained_before"]) == pytest.approx(before, abs=1e-9)
+        delta = reference_delta(Z, O, labels, 1, r["targets"], r["reg"])
+        if r["rank"] != -1:  # the best rank-r approximation
+            u, sv, vh = np.linalg.svd(delta)
+            delta = (u[:, :r["rank"]] * sv[:r["rank"]]) @ vh[:r["rank"]]
+        after = reference_summary(Zs, ys, O + r["strength"] * delta, 1)
+        assert (r["target_after"], r["retained_after"]) == pytest.approx(after, abs=1e-9), r
+        if r["strength"] == 0.0:
+            assert (r["target_after"], r["retained_after"]) == pytest.approx(before, abs=1e-9)
+    assert len(seen) == len(rows)  # every combination once; rank None is written as -1
+    assert {r["rank"] for r in rows} == {1, -1}
+    # the full-rank edit towards the other classes' centroids forgets class 1 on the training set
+    full = next(r for r in rows if (r["protocol"], r["targets"], r["reg"], r["rank"], r["strength"])
+                == ("paper", "centroid", 0.1, -1, 1.0))
+    assert full["target_before"] > 95 and full["target_after"] < 5
+
+
+def test_edit_diagnostics_by_hand():
+    """Two forgotten samples (class 2) whose nearest clean sample is the first one, (1, 0, 0): the targets
+    are both its output T = (1, 0, 0) under O = I. An edit that moves them exactly there fits fully, one
+    that moves them half way fits half, no edit fits nothing."""
+    Z = np.array([[1.0, 0, 0], [0, 1, 0], [2, 0, 0], [0, 2, 0], [0.1, 0, 1], [0.5, 0.2, 1]])
+    labels = np.array([0, 1, 0, 1, 2, 2])
+    O = np.eye(3)
+    H = Z[4:]
+    R = np.array([[1.0, 0, 0]] * 2) - H @ O
+    exact = np.linalg.pinv(H) @ R  # H has full row rank: H exact = R
+    np.testing.assert_allclose(H @ exact, R, atol=1e-12)
+    head = Surrogate(identity_kae(3), first_three)
+    cases = {"none": (np.zeros((3, 3)), 0.0, 1.0, [0, 0, 2]),
+             "half": (0.5 * exact, 0.5, 0.5, None),
+             "exact": (exact, 1.0, 0.0, [2, 0, 0])}
+    for name, (delta, fit, residual, after_counts) in cases.items():
+        d = edit_diagnostics(O, O + delta, Z, labels, 2, "nearest", head)
+        assert d["fit_fraction"] == pytest.approx(fit, abs=1e-9), name
+        assert d["constraint_residual"] == pytest.approx(residual, abs=1e-9), name
+        assert d["clean_relative_change"] == pytest.approx(
+            np.linalg.norm(Z[:4] @ delta) / np.linalg.norm(Z[:4] @ O), abs=1e-12), name
+        assert (d["n_forget"], d["n_clean"], d["targets_distinct"]) == (2, 4, 1)
+        assert d["delta_rank"] == (0 if name == "none" else 2), name  # Delta = H^+ R has the rank of R
+        sv = np.linalg.svd(delta, compute_uv=False)
+        np.testing.assert_allclose(d["delta_singular_values"], sv, atol=1e-12)
+        energy = np.cumsum(sv ** 2) / max((sv ** 2).sum(), 1e-300)
+        assert d["delta_rank_99"] == (0 if name == "none" else int(np.argmax(energy >= 0.99)) + 1), name
+        # through the head: T = (1, 0, 0) is class 0 with a logit gap of 1 over class 2
+        assert d["targets_classified_target"] == 0.0 and d["targets_logit_gap_mean"] == pytest.approx(1.0, abs=1e-6)
+        if after_counts is not None:
+            assert d["forgotten_after_counts"] == after_counts, name
+    assert "targets_classified_target" not in edit_diagnostics(O, O + exact, Z, labels, 2, "nearest")  # no head
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, record_layers
 from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
 from kaepipe.report.tables import ISOMETRY_METRICS, TABLE_COLUMNS, isometry_markdown, isometry_tables, topology_tables
 from kaepipe.represent import fit_preprocessing, save_preprocessing
-from kaepipe.settings import TOPOLOGY_DEFAULTS, topology_settings
+from kaepipe.settings import topology_settings
 from kaepipe.stages.paths import kae_paths, topology_reps_path
 from kaepipe.stages.topology import (
     isometry_cloud,
@@ -27,6 +27,7 @@ from kaepipe.stages.topology import (
     run_isometry_original,
     run_iterate_topology,
     run_layer_topology,
+    use_threads,
 )
 from kaepipe.tensor_io import save_torch
 from kaepipe.topology import compare_diagrams, subset_indices
@@ -87,13 +88,15 @@ def stage_files(tmp_path_factory):
 
 def test_settings_defaults_and_overrides():
     s = topology_settings(yy_ds())
-    assert s["eps_layers"] == 0.25 and s["metric"] == "euclidean"  # Yin-Yang's default (docs/method.md section 7.2)
+    # the documented defaults (README): Yin-Yang eps 0.25 for both, held-out split, every point,
+    # Euclidean; the isometry study on up to 2000 points with H1 up to the 100,000th shortest edge
+    assert (s["eps_layers"], s["eps_iterates"]) == (0.25, 0.25) and s["metric"] == "euclidean"
     assert s["split"] == "test" and s["points"] is None and s["isometry"]["points"] == 2000
     mn = topology_settings({"name": "mnist", "source": "mnist", "evaluation": {"paper": "test", "heldout": "test"}})
     assert (mn["eps_layers"], mn["eps_iterates"]) == (0.166, 0.14)
     s = topology_settings(yy_ds(protocol="paper", eps_layers=0.3, isometry={"points": 50}))
     assert s["split"] == "train" and s["eps_layers"] == 0.3 and s["eps_iterates"] == 0.25
-    assert s["isometry"]["points"] == 50 and s["isometry"]["max_edges"] == TOPOLOGY_DEFAULTS["isometry"]["max_edges"]
+    assert s["isometry"]["points"] == 50 and s["isometry"]["max_edges"] == 100_000  # the rest of the block kept
     with pytest.raises(ConfigError, match="metric"):
         topology_settings(yy_ds(metric="cosine"))
     with pytest.raises(ConfigError, match="eps_layers"):
@@ -113,6 +116,21 @@ def test_subset_indices_and_kae_paths():
     assert topology_reps_path({"datasets": {"a": {"source": "yinyang", "evaluation": {"paper": "train",
                                                                                          "heldout": "test"}}}},
                                 "a") == "results/a/reps/test.pt"
+
+
+def test_use_threads_pins_torch_and_the_blas_pools():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    torch_threads = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=None):  # restores the BLAS pools on exit
+            text = use_threads(0)  # at least one thread
+            assert torch.get_num_threads() == 1
+            blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+            assert blas and set(blas) == {1}
+            assert text.startswith("1 thread(s): torch 1") and "threadpoolctl" in text
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from kaepipe.config import load_yaml, merged, validate_config
 from kaepipe.errors import ConfigError
-from tests.conftest import REPO, run_snakemake
+from tests.conftest import REPO, TINY_CONFIGS, snakemake_cmd
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT = load_yaml(REPO / "config.yaml")
@@ -96,11 +97,11 @@ def test_two_per_class_is_enough():
     assert "at least 2 per class, 20" in refusal(with_value(("datasets", "mnist", "splits", "test", "size"), 19))
 
 
-def test_snakemake_stops_before_any_job_on_a_nan_weight(tmp_path):
+def test_snakemake_stops_before_any_job_on_a_nan_weight(tmp_path, mnist_root):
     overlay = tmp_path / "nan.yaml"
     overlay.write_text("datasets:\n  yinyang:\n    kae:\n      lambda_iso: [1, .nan]\n")
-    proc = run_snakemake(tmp_path, "-n", "--configfile", *[str(p) for p in
-                         (REPO / "config.yaml", REPO / "tests/config/tiny.yaml", overlay)], check=False)
+    cmd = snakemake_cmd(tmp_path, "-n", mnist_root=mnist_root, configs=[*TINY_CONFIGS, str(overlay)])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "config key 'datasets.yinyang.kae.lambda_iso.1': nan is not a finite number" in out

@@ -54,7 +54,17 @@ def test_initialisation():
     assert abs(std - (2 / 784) ** 0.5) < 0.003  # kaiming normal, relu gain
 
 
-def test_bn_placement_in_input_layer():
-    m = small()
-    assert isinstance(m.input_layer.bn, torch.nn.BatchNorm1d)
-    assert not any(isinstance(x, torch.nn.BatchNorm1d) for x in [m.output_layer])
+def test_input_layer_standardises_the_batch_and_the_output_layer_is_plain_linear():
+    """In training mode L0 = ReLU((a - mean) / sqrt(var + eps)) of a = x W^T + b over the batch (BatchNorm
+    starts at scale 1, shift 0); the logits are an affine map of the last layer, with no normalisation."""
+    m = small().train()
+    x = torch.randn(64, 2) * 5 + 3
+    W, b = m.input_layer.linear.weight, m.input_layer.linear.bias
+    with torch.no_grad():
+        a = x @ W.T + b
+        expected = torch.relu((a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + 1e-5))
+        torch.testing.assert_close(m.input_layer(x), expected, atol=1e-5, rtol=1e-5)
+        m.eval()
+        h = m.hidden(x)
+        torch.testing.assert_close(m(x), h @ m.output_layer.weight.T + m.output_layer.bias)
+        torch.testing.assert_close(m(2 * x[:1]), m(torch.cat([2 * x[:1], x]))[:1])  # eval: no batch dependence

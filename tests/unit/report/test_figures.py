@@ -204,12 +204,62 @@ def small_stage(tmp_path, blobs):
     return tmp_path, {"name": "toy", "source": "toy", "classes": 3, "evaluation": {"paper": "train"}}
 
 
-def test_run_path_and_layers_figures(small_stage):
+def test_run_layers_figure_draws_each_layers_top_3_principal_components(small_stage, monkeypatch):
+    from kaepipe.represent import load_reps
+
     d, ds = small_stage
-    run_path_figure(ds, d / "train.pt", d / "pre.safetensors", d / "kae.safetensors", d / "p.png", d / "p.pdf",
-                      log=lambda *_: None)
+    seen = {}
+    monkeypatch.setattr(stage_figures, "layers_figure", lambda points, labels, *a, **k: seen.update(
+        points=points, labels=labels) or _pyplot().figure())
     run_layers_figure(ds, d / "train.pt", d / "l.png", d / "l.pdf", log=lambda *_: None)
-    assert (d / "p.png").stat().st_size > 0 and (d / "l.pdf").stat().st_size > 0
+    layers, labels = load_reps(d / "train.pt")
+    assert len(seen["points"]) == 3 and all(p.shape == (90, 3) for p in seen["points"])  # 90 points < N_POINTS
+    np.testing.assert_array_equal(seen["labels"], labels)
+    for pts in seen["points"]:
+        np.testing.assert_allclose(pts.mean(0), 0, atol=1e-9)
+        assert np.linalg.norm(pts) == pytest.approx(100.0)
+    # the last layer (the alignment's anchor): its top-3 principal components, scaled to norm 100, up to sign
+    X = layers[-1].astype(np.float64) - layers[-1].mean(0)
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    pcs = X @ vt[:3].T
+    np.testing.assert_allclose(np.abs(seen["points"][-1]), np.abs(pcs * 100 / np.linalg.norm(pcs)), atol=1e-6)
+    assert (d / "l.png").read_bytes().startswith(b"\x89PNG") and (d / "l.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_run_path_figure_draws_the_kae_path_in_the_last_layers_plane(small_stage, monkeypatch):
+    """The layers and the decoded KAE iterates of a few samples, and every point's last layer as the
+    background, all projected on the top-2 principal directions of the (preprocessed) last layer."""
+    from kaepipe.nn.checkpoints import load_kae
+    from kaepipe.represent import load_preprocessing, load_reps
+
+    d, ds = small_stage
+    seen = {}
+    monkeypatch.setattr(stage_figures, "path_figure", lambda layers, path, bg, bg_labels, sample_labels, *a, **k:
+                        seen.update(layers=layers, path=path, bg=bg, sample_labels=sample_labels)
+                        or _pyplot().figure())
+    run_path_figure(ds, d / "train.pt", d / "pre.safetensors", d / "kae.safetensors", d / "p.png", d / "p.pdf",
+                    log=lambda *_: None)
+    layers, labels = load_reps(d / "train.pt")
+    pre = load_preprocessing(d / "pre.safetensors")
+    zs = [pre[i].apply(x) for i, x in enumerate(layers)]
+    mean = zs[-1].mean(0)
+    _, _, vt = np.linalg.svd(zs[-1] - mean, full_matrices=False)
+    bg = (zs[-1] - mean) @ vt[:2].T
+    signs = np.sign((seen["bg"] * bg).sum(0))  # each axis may be flipped
+    np.testing.assert_allclose(seen["bg"], bg * signs, atol=1e-6)
+    proj = lambda a: (a - mean) @ vt[:2].T * signs  # noqa: E731
+    idx = stage_figures.pick_samples(labels, per_class=2, max_classes=3)  # the samples drawn
+    assert len(idx) == 6 and sorted(np.bincount(labels[idx])) == [2, 2, 2]  # two of each class
+    np.testing.assert_array_equal(seen["sample_labels"], labels[idx])
+    for z, drawn in zip(zs, seen["layers"]):
+        np.testing.assert_allclose(drawn, proj(z[idx]), atol=1e-6)
+    kae, _ = load_kae(d / "kae.safetensors")
+    x0 = torch.as_tensor(zs[0][idx], dtype=torch.float32)
+    with torch.no_grad():
+        first, last = kae.decode(kae.encode(x0)), kae(x0)  # psi(phi(x0)) and psi(phi(x0) O_k)
+    assert seen["path"].shape == (4 + 1, 6, 2)  # t = 0..k
+    np.testing.assert_allclose(seen["path"][0], proj(first.double().numpy()), atol=1e-4)
+    np.testing.assert_allclose(seen["path"][-1], proj(last.double().numpy()), atol=1e-4)
 
 
 def test_run_editing_figure_uses_the_edited_operator(small_stage, monkeypatch):
