@@ -9,7 +9,8 @@ with rule_context(snakemake, uses_torch=False) as (log, _device):
     if ds["source"] != "yinyang":
         root = prepare_idx_root(ds["source"], ds["root"], snakemake.params.cache_dir, [split])
         log.info("reading %s from %s", ds["source"], root)
-    df = write_split(ds, split, snakemake.output[0], root,
-                     provenance({"dataset": ds["name"], "split": split, "spec": ds["splits"][split]}))
+    prov = provenance({"dataset": ds["name"], "source": ds["source"], "root": root, "split": split,
+                       "spec": ds["splits"][split]})
+    df = write_split(ds, split, snakemake.output[0], root, {"dataset": ds["name"], "split": split, "provenance": prov})
     log.info("%s/%s: %d samples, class counts %s", ds["name"], split, len(df),
              df["label"].value_counts().sort_index().tolist())

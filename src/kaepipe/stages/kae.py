@@ -52,7 +52,8 @@ def run_kae_training(ds: Mapping, lambda_iso: float, seed: int, reps_train: str,
     prov = provenance({"dataset": ds["name"], "kae": kae, "lambda_iso": lambda_iso, "seed": seed})
     meta = {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed, "train": train_cfg.to_dict(),
             "provenance": prov}
-    write_parquet(curve, out_losses, {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed})
+    write_parquet(curve, out_losses, {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed,
+                                      "provenance": prov})
     metrics = {**meta, "train_metrics": final, "train_seconds": seconds, "epochs": train_cfg.epochs,
                "samples_per_second": len(x0) * train_cfg.epochs / seconds, "device": str(device)}
     write_json(metrics, out_metrics)
