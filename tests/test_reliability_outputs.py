@@ -3,8 +3,6 @@ byte-identical result tables, summary and checkpoints (measurements of time live
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from kaepipe.io import parquet_metadata
@@ -19,7 +17,7 @@ PROVENANCE_KEYS = {"config", "git_commit", "code_dirty", "versions"}
 def test_every_parquet_output_carries_its_provenance(tiny_run):
     files = sorted((tiny_run / "results").rglob("*.parquet"))
     missing = [str(p.relative_to(tiny_run)) for p in files
-               if not PROVENANCE_KEYS <= set(parquet_metadata(p).get("provenance") or {})]
+               if not set(parquet_metadata(p).get("provenance") or {}) >= PROVENANCE_KEYS]
     assert not missing, f"Parquet files without provenance: {missing}"
     names = {p.name for p in files} | {p.parent.name + "/" + p.name for p in files}
     # the kinds of the issue: KAE losses, base curve, representations, isometry diagrams and Betti curves,
