@@ -292,14 +292,53 @@ def make_split(ds: Mapping, split: str, idx_root: str | Path | None = None) -> t
     raise DataError(f"unknown dataset source '{source}'")
 
 
+def idx_folder(source_name: str, root: str | Path | None, cache_dir: str | Path) -> Path:
+    """The folder an IDX dataset is read from: `root`, else the source's default folder, else the download
+    cache `cache_dir/<source>` (filled by `download_idx`, in the workflow by the rule `download_idx`)."""
+    src = IDX_SOURCES[source_name]
+    root = root or src.default_root
+    return Path(cache_dir) / src.name if root is None else Path(root)
+
+
+def idx_inputs(source_name: str, root: str | Path | None, cache_dir: str | Path, split: str) -> list[str]:
+    """The files one split of a dataset is built from: the split's images and labels, and the folder's
+    MD5SUMS when it has one (none for a generated source). The workflow makes them inputs of the dataset
+    rule, so a changed file reruns the split and everything built on it (and a damaged one is then refused).
+
+    A given folder must exist and hold the files (DataError naming the file otherwise); files of the
+    download cache need not exist yet (the rule `download_idx` makes them)."""
+    if source_name not in IDX_SOURCES:
+        return []
+    src = IDX_SOURCES[source_name]
+    folder = idx_folder(source_name, root, cache_dir)
+    files = [folder / name for name in src.files[split]]
+    if (root or src.default_root) is not None:
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder of {src.name} IDX files not found (set `{src.name}_root` or the "
+                            f"dataset's `root`, or leave both empty to download into {cache_dir})")
+        for path in files:
+            if not path.is_file():
+                raise DataError(f"{path}: file not found; the folder {folder} must hold the {src.name} files "
+                                f"with their official names ({', '.join(src.files[split])})")
+        if (folder / "MD5SUMS").is_file():
+            files.append(folder / "MD5SUMS")
+    return [str(f) for f in files]
+
+
 def prepare_idx_root(source_name: str, root: str | Path | None, cache_dir: str | Path,
-                     splits: Sequence[str]) -> Path:
-    """The verified folder of an IDX dataset: `root` if given (checked), else a downloaded cache."""
+                     splits: Sequence[str], download: bool = True) -> Path:
+    """The verified folder of an IDX dataset: `root` if given (checked), else the download cache, filled
+    first when `download` (else only checked against the official sums: the workflow downloads in a rule
+    of its own)."""
     src = IDX_SOURCES[source_name]
     root = root or src.default_root
     if root is None:
-        download_idx(src, Path(cache_dir) / src.name)
-        return Path(cache_dir) / src.name
+        cache = idx_folder(source_name, None, cache_dir)
+        if download:
+            download_idx(src, cache)
+        else:
+            verify_idx_folder(cache, src, splits)
+        return cache
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: folder of {src.name} IDX files not found (set `{src.name}_root` or the "

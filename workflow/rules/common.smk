@@ -1,6 +1,7 @@
 # Config loading and validation, and the helpers every rule file uses.
 import kaepipe
 from kaepipe.config import check_semantics, config_subset, dataset_config, lambda_tag, validate_config
+from kaepipe.data import idx_inputs
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -42,6 +43,13 @@ def ds_subset(*keys, drop=()):
         return config_subset(dataset_config(config, wildcards.dataset), keys, drop)
 
     return params
+
+
+def source_files(wildcards):
+    """Input function of the dataset rule: the IDX files (and MD5SUMS) a split is read from (none for Yin-Yang),
+    so a changed or damaged file reruns the split and what depends on it (kaepipe.data.idx_inputs)."""
+    ds = dataset_config(config, wildcards.dataset)
+    return idx_inputs(ds["source"], ds["root"], config.get("cache_dir", "results/cache"), wildcards.split)
 
 
 def data_paths(wildcards):

@@ -6,8 +6,8 @@ from kaepipe.runtime import rule_context
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     ds, split = snakemake.params.ds, snakemake.wildcards.split
     root = None
-    if ds["source"] != "yinyang":
-        root = prepare_idx_root(ds["source"], ds["root"], snakemake.params.cache_dir, [split])
+    if ds["source"] != "yinyang":  # the files are the rule's inputs; a download happened in rule download_idx
+        root = prepare_idx_root(ds["source"], ds["root"], snakemake.params.cache_dir, [split], download=False)
         log.info("reading %s from %s", ds["source"], root)
     prov = provenance({"dataset": ds["name"], "source": ds["source"], "root": root, "split": split,
                        "spec": ds["splits"][split]})
