@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,17 +10,40 @@ import numpy as np
 
 from kaepipe.config import merged
 from kaepipe.errors import ConfigError
-from kaepipe.published import paper_eps
+from kaepipe.published import MNIST_PAPER_TRAIN, paper_eps
 
-# Default eps per data source when the config gives none. MNIST-like: the paper's values. Yin-Yang
-# (not given by the paper): 0.25, where the input-like layer L0 of the 1000 held-out points is
-# nearly one component (its largest MST edges are 0.23-0.27 with the paper's preprocessing, i.e.
-# about 0.18 x the points' RMS radius 1.41), so that the change of beta_0 with depth stays visible.
+# Default eps per data source when the config gives none, for a preprocessing fitted on DEFAULT_EPS_TRAIN
+# training points (Frobenius norm 100), carried to the dataset's own fit by `default_eps`. MNIST-like: the
+# paper's values (60k digits; Fashion-MNIST: MNIST's relative scale, a starting point, not a published
+# value). Yin-Yang (not given by the paper): 0.25 at 5000 points, where the input-like layer L0 of the 1000
+# held-out points is nearly one component (its largest MST edges are 0.23-0.27 with the paper's
+# preprocessing, i.e. about 0.18 x the points' RMS radius 1.41), so that the change of beta_0 with depth
+# stays visible.
 DEFAULT_EPS = {
     "yinyang": {"layers": 0.25, "iterates": 0.25},
     "mnist": paper_eps("mnist"),
     "fashion_mnist": paper_eps("mnist"),
 }
+DEFAULT_EPS_TRAIN = {"yinyang": 5000, "mnist": MNIST_PAPER_TRAIN, "fashion_mnist": MNIST_PAPER_TRAIN}
+# Training points of a source's files (`splits.train.size: null` takes them all).
+SOURCE_TRAIN_SIZE = {"mnist": 60000, "fashion_mnist": 60000}
+
+
+def default_eps(ds: Mapping[str, Any]) -> dict[str, float]:
+    """eps of layers and iterates for a dataset whose ``topology`` block gives none: the source's default
+    (`DEFAULT_EPS`) at the same scale relative to the data. The preprocessing scales the training matrix to
+    Frobenius norm ``preprocess.frobenius`` (100), so the points' RMS radius is frobenius / sqrt(n_train),
+    and the default keeps its ratio to that radius: eps x sqrt(n_ref / n_train) x frobenius / 100 (for
+    MNIST at 100: `kaepipe.published.paper_eps_scale`). Rounded to 4 significant digits."""
+    source, name = ds.get("source"), ds.get("name")
+    if source not in DEFAULT_EPS:
+        raise ConfigError(f"config key 'datasets.{name}.topology.eps_layers': no default eps for source "
+                          f"'{source}'; give topology.eps_layers and topology.eps_iterates")
+    n_ref = DEFAULT_EPS_TRAIN[source]
+    n_train = ((ds.get("splits") or {}).get("train") or {}).get("size") or SOURCE_TRAIN_SIZE.get(source, n_ref)
+    frobenius = float((ds.get("preprocess") or {}).get("frobenius", 100.0))
+    scale = math.sqrt(n_ref / int(n_train)) * frobenius / 100.0
+    return {k: float(f"{v * scale:.4g}") for k, v in DEFAULT_EPS[source].items()}
 
 
 TOPOLOGY_DEFAULTS: dict[str, Any] = {
@@ -41,17 +65,18 @@ TOPOLOGY_DEFAULTS: dict[str, Any] = {
 
 
 def topology_settings(ds: Mapping[str, Any]) -> dict[str, Any]:
-    """The dataset's ``topology`` block merged over the defaults (eps defaults depend on the source)."""
+    """The dataset's ``topology`` block merged over the defaults (eps not given: `default_eps`, from the
+    source and the size of the preprocessing's fit; 1 hop for the knn_geodesic metric)."""
     block = dict(ds.get("topology") or {})
     iso = {**TOPOLOGY_DEFAULTS["isometry"], **(block.pop("isometry", None) or {})}
     out = {**TOPOLOGY_DEFAULTS, **block, "isometry": iso}
-    eps = DEFAULT_EPS.get(ds.get("source", ""), DEFAULT_EPS["mnist"])
-    out.setdefault("eps_layers", eps["layers"])
-    out.setdefault("eps_iterates", eps["iterates"])
-    if out.get("eps_layers") is None:
-        out["eps_layers"] = eps["layers"]
-    if out.get("eps_iterates") is None:
-        out["eps_iterates"] = eps["iterates"]
+    if out.get("eps_layers") is None or out.get("eps_iterates") is None:
+        # knn_geodesic counts eps in hops: 1 hop gives the components of the kNN graph (< 1: every point alone)
+        eps = {"layers": 1.0, "iterates": 1.0} if out["metric"] == "knn_geodesic" else default_eps(ds)
+        if out.get("eps_layers") is None:
+            out["eps_layers"] = eps["layers"]
+        if out.get("eps_iterates") is None:
+            out["eps_iterates"] = eps["iterates"]
     for key in ("eps_layers", "eps_iterates"):
         if not float(out[key]) > 0:
             raise ConfigError(f"config key 'datasets.{ds.get('name')}.topology.{key}' must be > 0, got {out[key]}")

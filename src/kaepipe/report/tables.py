@@ -261,6 +261,9 @@ def baseline_table(baselines: Sequence[Mapping], editing) -> pd.DataFrame:
                                                           e.edit_seconds + e.prepare_seconds)
         rows.append(row)
     out = pd.DataFrame(rows)
+    if out.empty:  # no baseline and no edit (no dataset with an `unlearn` block)
+        return pd.DataFrame(columns=["dataset", "protocol", "split", "method", "target_class", "n_seeds", "target",
+                                     "retained"])
     order = {m: i for i, m in enumerate(BASELINES)}
     out["_o"] = [order.get(m, len(order)) for m in out.method]
     out = out.sort_values(["dataset", "protocol", "target_class", "_o", "method"], kind="mergesort")
