@@ -64,9 +64,10 @@ def test_every_figure_is_written(tiny_run):
 def test_summary_tables_parse_and_match_summary_md(tiny_run):
     res = tiny_run / "results"
     md = (res / "summary.md").read_text()
-    for section in ("## Configuration", "## Library versions", "## Wall time per stage", "## Figures"):
+    for section in ("## Configuration", "## Library versions", "## Figures"):
         assert section in md
-    names = ["accuracy"] + (["topology", "isometry"] if _included("topology") else []) + ["walltime"]
+    assert "Wall time" not in md  # measured times: results/timings.md
+    names = ["accuracy"] + (["topology", "isometry"] if _included("topology") else [])
     if _included("unlearn") and any(c.get("unlearn") for c in _tiny_config()["datasets"].values()):
         names += ["editing", "baselines"]
     sections = {}
@@ -75,7 +76,7 @@ def test_summary_tables_parse_and_match_summary_md(tiny_run):
         if tables:
             sections[block.splitlines()[0]] = tables[0]
     by_name = {n: next(t for title, t in sections.items() if title.lower().startswith(
-        {"accuracy": "surrogate accuracy", "topology": "beta_0", "isometry": "isometry", "walltime": "wall time",
+        {"accuracy": "surrogate accuracy", "topology": "beta_0", "isometry": "isometry",
          "editing": "class unlearning", "baselines": "unlearning baselines"}[n])) for n in names}
     for name in names:
         csv = pd.read_csv(res / "tables" / f"summary_{name}.csv")
@@ -96,7 +97,7 @@ def test_summary_tables_parse_and_match_summary_md(tiny_run):
             assert len(shown) == len(csv), name
             for col in cols:
                 assert shown[col].tolist() == [fmt(v) for v in csv[col]], (name, col)
-        assert not set(cols) & set(HIDDEN) or name == "walltime"
+        assert not set(cols) & set(HIDDEN)
 
 
 def test_summary_numbers_equal_the_stage_tables(tiny_run):
@@ -115,7 +116,7 @@ def test_summary_numbers_equal_the_stage_tables(tiny_run):
         assert len(st) == len(topo.groupby(["dataset", "source", "lambda_iso", "step"], dropna=False))
         layers = topo[topo.source == "mlp"].sort_values(["dataset", "step"])
         np.testing.assert_allclose(st[st.model == "mlp"].sort_values(["dataset", "step"]).ours_mean, layers.betti0)
-    wall = pd.read_csv(res / "summary_walltime.csv").set_index("stage")
+    wall = pd.read_csv(res / "timings_walltime.csv").set_index("stage")
     assert {"kae", "base_model", "figures"} <= set(wall.index)
     assert wall.loc["all", "total_s"] == pytest.approx(wall.drop(index="all").total_s.sum(), abs=0.05)
     md = (tiny_run / "results" / "summary.md").read_text()

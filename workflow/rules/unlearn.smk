@@ -94,7 +94,8 @@ if UNLEARN_DATASETS:
 
     rule unlearn_tables:
         """The editing table (target and retained accuracy before -> after, mean (std) over seeds), the
-        per-class table, the baselines with the edits' speed-ups and the trade-off study."""
+        per-class table, the baselines and the trade-off study; the edits' and baselines' times and speed-ups
+        in timing tables of their own."""
         input:
             edits=edit_paths(config, "edit.json"),
             baselines=baseline_paths(config, "metrics.json"),
@@ -108,6 +109,11 @@ if UNLEARN_DATASETS:
             baselines="results/tables/unlearning_baselines.csv",
             baselines_md="results/tables/unlearning_baselines.md",
             baselines_tex="results/tables/unlearning_baselines.tex",
+            # measured times (edit, preparation and baseline seconds, speed-ups), apart from the results
+            timings_editing="results/tables/timings_editing.csv",
+            timings_editing_md="results/tables/timings_editing.md",
+            timings_baselines="results/tables/timings_unlearning_baselines.csv",
+            timings_baselines_md="results/tables/timings_unlearning_baselines.md",
         log:
             "results/logs/unlearn_tables/tables.log",
         benchmark:
