@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaepipe.published import editing_text, paper_eps, published_accuracy, published_editing, published_topology
+from kaepipe.published import editing_text, paper_eps, published_accuracy, published_editing
 from kaepipe.report.summary import accuracy_comparison, editing_comparison, topology_comparison
 from kaepipe.report.tables import editing_tables, topology_tables
 
