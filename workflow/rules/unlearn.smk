@@ -1,7 +1,7 @@
 # Class unlearning by editing the Koopman operator (METHOD section 8): one edit per dataset, target
 # class and KAE seed (at the main isometry weight), the two baselines that retrain or fine-tune the base
 # network without the class, the trade-off study, and the tables. Settings: the optional `unlearn`
-# block of a dataset (defaults in kaepipe.unlearn.DEFAULTS).
+# block of a dataset (defaults in kaepipe.settings.UNLEARN_DEFAULTS); without any, no rule of this file exists.
 from kaepipe.stages.paths import baseline_paths, edit_paths, unlearn_datasets
 
 
