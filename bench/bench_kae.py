@@ -11,8 +11,9 @@ import time
 
 import torch
 
+from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.nn.losses import IsoLoss, kae_losses
+from kaepipe.nn.losses import kae_losses
 from kaepipe.nn.train import TrainConfig, configure_torch, fit_kae
 
 SHAPES = {  # name: (n_train, q, h, p, k, batch, lambda_iso)
@@ -41,7 +42,7 @@ def bench(name: str, epochs: int, device: torch.device) -> dict:
     sync(device)
     total = (time.perf_counter() - t0) / epochs
     # forward + backward alone, on the same batches
-    iso = IsoLoss()
+    iso = isometry_loss
     steps = (n + batch - 1) // batch
     t0 = time.perf_counter()
     for _ in range(epochs):

@@ -210,13 +210,19 @@ def dataset_config(config: Mapping, name: str) -> dict[str, Any]:
 
 IDENTITY_KEYS = ("name", "source", "classes", "evaluation")
 
+# Blocks whose defaults are derived from other blocks bring those along: a topology block without eps
+# takes them from the training size and the preprocessing (kaepipe.settings.default_eps).
+DERIVED_FROM = {"topology": ("splits", "preprocess")}
+
 
 def config_subset(ds: Mapping, keys: tuple[str, ...], drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """The blocks of a dataset's settings that one rule depends on (its rerun-triggering params).
 
-    Always the dataset's identity (`IDENTITY_KEYS`), plus `keys`, less the sub-blocks named in
+    Always the dataset's identity (`IDENTITY_KEYS`), plus `keys` (and the blocks their defaults are
+    derived from, `DERIVED_FROM`), less the sub-blocks named in
     `drop` as "block.key" (e.g. "unlearn.baselines" for a rule that ignores the baselines).
     """
+    keys = (*keys, *(k for key in keys for k in DERIVED_FROM.get(key, ())))
     out = {k: copy.deepcopy(ds[k]) for k in (*IDENTITY_KEYS, *keys) if k in ds}
     for path in drop:
         block, _, key = path.partition(".")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from kaepipe.errors import DataError
 from kaepipe.io import atomic_path, read_parquet, write_parquet
-from kaepipe.published import paper_eps
+from kaepipe.published import MNIST_PAPER_TRAIN, paper_eps
 
 # --------------------------------------------------------------------------------------------
 # The registry
@@ -42,11 +42,14 @@ class DataSource:
     class_names: tuple[str, ...] | None = None
     palette: tuple[str, ...] | None = None
     default_eps: Mapping[str, float] | None = field(default=None, hash=False)
+    eps_train: int | None = None  # the training points of the preprocessing fit that default_eps is for
+    train_size: int | None = None  # training points of the source's files (`splits.train.size: null` takes all)
 
     def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
-                hint: str | None = None) -> Path | None:
+                hint: str | None = None, download: bool = True) -> Path | None:
         """The verified folder the splits are read from (None for a generated source); `hint` says how the
-        user passes the folder (for the error when it is missing)."""
+        user passes the folder (for the error when it is missing); `download`: fetch missing files (else
+        the cache must hold them already)."""
         return None
 
     def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +142,7 @@ YINYANG = register(YinYangSource(
     # not given by the paper: 0.25, where L0 of the 1000 held-out points is nearly one component (its
     # largest MST edges are 0.23-0.27, about 0.18 x the points' RMS radius 1.41), so that the change of
     # beta_0 with depth stays visible
-    default_eps={"layers": 0.25, "iterates": 0.25},
+    default_eps={"layers": 0.25, "iterates": 0.25}, eps_train=5000,
 ))
 
 
@@ -260,8 +263,8 @@ class IdxSource(DataSource):
     package: str | None = None  # the Debian package that installs `default_root`
 
     def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
-                hint: str | None = None) -> Path:
-        return prepare_idx_root(self.name, root, cache_dir, splits, hint=hint)
+                hint: str | None = None, download: bool = True) -> Path:
+        return prepare_idx_root(self.name, root, cache_dir, splits, hint=hint, download=download)
 
     def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
         if root is None:
@@ -276,7 +279,8 @@ class IdxSource(DataSource):
 MNIST = IdxSource(
     name="mnist",
     classes=10,
-    default_eps=paper_eps("mnist"),  # the paper's MNIST eps (docs/method.md section 7.2)
+    default_eps=paper_eps("mnist"), eps_train=MNIST_PAPER_TRAIN,  # the paper's MNIST eps (docs/method.md section 7.2)
+    train_size=60000,
     files={"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
            "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")},
     md5={"train-images-idx3-ubyte.gz": ("f68b3c2dcbeaaa9fbdd348bbdeb94873",),
@@ -295,7 +299,8 @@ FASHION_MNIST = IdxSource(
     classes=10,
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"),
-    default_eps=paper_eps("mnist"),  # same image size and preprocessing as MNIST
+    default_eps=paper_eps("mnist"), eps_train=MNIST_PAPER_TRAIN,  # MNIST's relative scale: a start, not published
+    train_size=60000,
     files=MNIST.files,
     md5={"train-images-idx3-ubyte.gz": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "cf8536b0aa1a6ac5fa3f23001093305c"),
          "train-labels-idx1-ubyte.gz": ("25c81989df183df01b3e8a0aad5dffbe", "10bea18fdb374794d4bb42e356e600c9"),
@@ -439,18 +444,55 @@ def make_split(ds: Mapping, split: str, idx_root: str | Path | None = None) -> t
     return get_source(ds["source"]).build(ds, split, idx_root)
 
 
-def prepare_idx_root(source_name: str, root: str | Path | None, cache_dir: str | Path,
-                     splits: Sequence[str], hint: str | None = None) -> Path:
-    """The verified folder of an IDX dataset: `root` if given (checked), else a downloaded cache.
+def idx_folder(source_name: str, root: str | Path | None, cache_dir: str | Path) -> Path:
+    """The folder an IDX dataset is read from: `root`, else the source's default folder, else the download
+    cache `cache_dir/<source>` (filled by `download_idx`, in the workflow by the rule `download_idx`)."""
+    src = IDX_SOURCES[source_name]
+    root = root or src.default_root
+    return Path(cache_dir) / src.name if root is None else Path(root)
 
-    `hint` says how the caller's user passes the folder (default: the Snakemake `--config` key).
+
+def idx_inputs(source_name: str, root: str | Path | None, cache_dir: str | Path, split: str) -> list[str]:
+    """The files one split of a dataset is built from: the split's images and labels, and the folder's
+    MD5SUMS when it has one (none for a generated source). The workflow makes them inputs of the dataset
+    rule, so a changed file reruns the split and everything built on it (and a damaged one is then refused).
+
+    A given folder must exist and hold the files (DataError naming the file otherwise); files of the
+    download cache need not exist yet (the rule `download_idx` makes them)."""
+    if source_name not in IDX_SOURCES:
+        return []
+    src = IDX_SOURCES[source_name]
+    folder = idx_folder(source_name, root, cache_dir)
+    files = [folder / name for name in src.files[split]]
+    if (root or src.default_root) is not None:
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder of {src.name} IDX files not found (set `{src.name}_root` or the "
+                            f"dataset's `root`, or leave both empty to download into {cache_dir})")
+        for path in files:
+            if not path.is_file():
+                raise DataError(f"{path}: file not found; the folder {folder} must hold the {src.name} files "
+                                f"with their official names ({', '.join(src.files[split])})")
+        if (folder / "MD5SUMS").is_file():
+            files.append(folder / "MD5SUMS")
+    return [str(f) for f in files]
+
+
+def prepare_idx_root(source_name: str, root: str | Path | None, cache_dir: str | Path,
+                     splits: Sequence[str], hint: str | None = None, download: bool = True) -> Path:
+    """The verified folder of an IDX dataset: `root` if given (checked), else the download cache, filled
+    first when `download` (else only checked against the official sums: the workflow downloads in a rule
+    of its own). `hint` says how the caller's user passes the folder (default: the Snakemake `--config` key).
     """
     src = IDX_SOURCES[source_name]
     hint = hint or f"`--config {src.name}_root=DIR` (or the dataset's `root` key)"
     root = root or src.default_root
     if root is None:
-        download_idx(src, Path(cache_dir) / src.name, hint=hint)
-        return Path(cache_dir) / src.name
+        cache = idx_folder(source_name, None, cache_dir)
+        if download:
+            download_idx(src, cache, hint=hint)
+        else:
+            verify_idx_folder(cache, src, splits)
+        return cache
     root = Path(root)
     if not root.is_dir():
         if src.default_root is not None:  # never downloaded (Fashion-MNIST): a system package or a folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,13 +10,27 @@ from typing import Any
 import numpy as np
 
 from kaepipe.config import load_yaml, merged, schema_errors, semantic_errors
-from kaepipe.data import SOURCES, get_source
+from kaepipe.data import SOURCES
 from kaepipe.errors import ConfigError
 
-# Default eps per data source when the config gives none. MNIST-like: the paper's values. Yin-Yang
-# (not given by the paper): 0.25, where the input-like layer L0 of the 1000 held-out points is
-# nearly one component (its largest MST edges are 0.23-0.27 with the paper's preprocessing, i.e.
-# about 0.18 x the points' RMS radius 1.41), so that the change of beta_0 with depth stays visible.
+
+def default_eps(ds: Mapping[str, Any]) -> dict[str, float]:
+    """eps of layers and iterates for a dataset whose ``topology`` block gives none: the source's default
+    (`kaepipe.data.DataSource.default_eps`, for a fit on `eps_train` points) at the same scale relative
+    to the data. The preprocessing scales the training matrix to
+    Frobenius norm ``preprocess.frobenius`` (100), so the points' RMS radius is frobenius / sqrt(n_train),
+    and the default keeps its ratio to that radius: eps x sqrt(n_ref / n_train) x frobenius / 100 (for
+    MNIST at 100: `kaepipe.published.paper_eps_scale`). Rounded to 4 significant digits."""
+    name = ds.get("name")
+    source = SOURCES.get(ds.get("source", ""))
+    if source is None or not source.default_eps or not source.eps_train:
+        raise ConfigError(f"config key 'datasets.{name}.topology.eps_layers': no default eps for source "
+                          f"'{ds.get('source')}'; give topology.eps_layers and topology.eps_iterates")
+    n_ref = source.eps_train
+    n_train = ((ds.get("splits") or {}).get("train") or {}).get("size") or source.train_size or n_ref
+    frobenius = float((ds.get("preprocess") or {}).get("frobenius", 100.0))
+    scale = math.sqrt(n_ref / int(n_train)) * frobenius / 100.0
+    return {k: float(f"{v * scale:.4g}") for k, v in source.default_eps.items()}
 
 
 TOPOLOGY_DEFAULTS: dict[str, Any] = {
@@ -37,17 +52,18 @@ TOPOLOGY_DEFAULTS: dict[str, Any] = {
 
 
 def topology_settings(ds: Mapping[str, Any]) -> dict[str, Any]:
-    """The dataset's ``topology`` block merged over the defaults (eps defaults depend on the source)."""
+    """The dataset's ``topology`` block merged over the defaults (eps not given: `default_eps`, from the
+    source and the size of the preprocessing's fit; 1 hop for the knn_geodesic metric)."""
     block = dict(ds.get("topology") or {})
     iso = {**TOPOLOGY_DEFAULTS["isometry"], **(block.pop("isometry", None) or {})}
     out = {**TOPOLOGY_DEFAULTS, **block, "isometry": iso}
-    eps = default_eps(ds.get("source", ""))
-    out.setdefault("eps_layers", eps["layers"])
-    out.setdefault("eps_iterates", eps["iterates"])
-    if out.get("eps_layers") is None:
-        out["eps_layers"] = eps["layers"]
-    if out.get("eps_iterates") is None:
-        out["eps_iterates"] = eps["iterates"]
+    if out.get("eps_layers") is None or out.get("eps_iterates") is None:
+        # knn_geodesic counts eps in hops: 1 hop gives the components of the kNN graph (< 1: every point alone)
+        eps = {"layers": 1.0, "iterates": 1.0} if out["metric"] == "knn_geodesic" else default_eps(ds)
+        if out.get("eps_layers") is None:
+            out["eps_layers"] = eps["layers"]
+        if out.get("eps_iterates") is None:
+            out["eps_iterates"] = eps["iterates"]
     for key in ("eps_layers", "eps_iterates"):
         if not float(out[key]) > 0:
             raise ConfigError(f"config key 'datasets.{ds.get('name')}.topology.{key}' must be > 0, got {out[key]}")
@@ -125,12 +141,6 @@ def pick_lambdas(grid: Sequence[float], wanted: Sequence[float] = (1.0, 1e-3, 0.
         picks = np.unique(np.round(np.linspace(0, len(grid) - 1, min(n, len(grid)))).astype(int))
         chosen = sorted(set(chosen) | {grid[i] for i in picks}, reverse=True)[:n]
     return sorted(chosen, reverse=True)
-
-
-def default_eps(source: str) -> dict[str, float]:
-    """The topology eps a data source defaults to ({"layers", "iterates"}; see kaepipe.data.DataSource)."""
-    eps = get_source(source).default_eps if source in SOURCES else None
-    return dict(eps) if eps else dict(get_source("mnist").default_eps)
 
 
 def source_errors(config: Mapping) -> list[str]:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 DATASETS = ("yinyang", "mnist")
 # what the tiny config (tests/config/tiny.yaml over config.yaml) makes, counted by hand
 FIGURES = [f"{kind}_{d}" for kind in ("layers", "training", "path", "isometry", "topology", "editing") for d in DATASETS]
-SUMMARY_TABLES = ["accuracy", "topology", "isometry", "walltime", "editing", "baselines"]
+SUMMARY_TABLES = ["accuracy", "topology", "isometry", "editing", "baselines"]
 JOBS = {
     "dataset": 4,  # 2 datasets x 2 splits
     "base_model": 2, "representations": 2,
@@ -53,8 +53,9 @@ def test_figures_are_the_expected_ones_and_draw_the_classes(tiny_run):
 def test_summary_tables_parse_and_match_summary_md(tiny_run):
     res = tiny_run / "results"
     md = (res / "summary.md").read_text()
-    for section in ("## Configuration", "## Library versions", "## Wall time per stage", "## Figures"):
+    for section in ("## Configuration", "## Library versions", "## Figures"):
         assert section in md
+    assert "Wall time" not in md  # measured times: results/timings.md
     names = SUMMARY_TABLES
     sections = {}
     for block in md.split("\n## ")[1:]:
@@ -62,7 +63,7 @@ def test_summary_tables_parse_and_match_summary_md(tiny_run):
         if tables:
             sections[block.splitlines()[0]] = tables[0]
     by_name = {n: next(t for title, t in sections.items() if title.lower().startswith(
-        {"accuracy": "surrogate accuracy", "topology": "beta_0", "isometry": "isometry", "walltime": "wall time",
+        {"accuracy": "surrogate accuracy", "topology": "beta_0", "isometry": "isometry",
          "editing": "class unlearning", "baselines": "unlearning baselines"}[n])) for n in names}
     for name in names:
         csv = pd.read_csv(res / "tables" / f"summary_{name}.csv")
@@ -83,7 +84,7 @@ def test_summary_tables_parse_and_match_summary_md(tiny_run):
             assert len(shown) == len(csv), name
             for col in cols:
                 assert shown[col].tolist() == [fmt(v) for v in csv[col]], (name, col)
-        assert not set(cols) & set(HIDDEN) or name == "walltime"
+        assert not set(cols) & set(HIDDEN)
 
 
 def test_summary_numbers_equal_the_stage_tables(tiny_run):
@@ -101,13 +102,14 @@ def test_summary_numbers_equal_the_stage_tables(tiny_run):
     assert len(st) == len(topo.groupby(["dataset", "source", "lambda_iso", "step"], dropna=False))
     layers = topo[topo.source == "mlp"].sort_values(["dataset", "step"])
     np.testing.assert_allclose(st[st.model == "mlp"].sort_values(["dataset", "step"]).ours_mean, layers.betti0)
-    # wall time: every job's Snakemake benchmark, summed here per stage (the summary's own job comes after it)
+    # wall time (results/timings.md): every job's Snakemake benchmark, summed here per stage (the summary's
+    # and the timings' own jobs come after it)
     seconds: dict[str, list[float]] = {}
     for tsv in sorted((tiny_run / "results" / "benchmarks").glob("*/*.tsv")):
         if tsv.parent.name != "summary":
             seconds.setdefault(tsv.parent.name, []).append(float(pd.read_csv(tsv, sep="\t")["s"].iloc[0]))
     assert {stage: len(s) for stage, s in seconds.items()} == JOBS
-    wall = pd.read_csv(res / "summary_walltime.csv").set_index("stage")
+    wall = pd.read_csv(res / "timings_walltime.csv").set_index("stage")
     assert sorted(wall.index) == sorted([*JOBS, "all"])
     for stage, s in seconds.items():
         assert wall.loc[stage, "jobs"] == len(s)

@@ -347,7 +347,9 @@ def yinyang_ds() -> dict:
     return {"name": "yinyang", "classes": 3, "evaluation": {"paper": "train", "heldout": "test"}}
 
 
-def test_evaluate_reference_matches_kaepipe_surrogate(release):
+def test_evaluate_reference_matches_kaepipe_surrogate(release, tmp_path):
+    import shutil
+
     from kaepipe.represent import load_preprocessing
 
     splits = {"train": yinyang(*TRAIN), "test": yinyang(*TEST)}
@@ -369,9 +371,18 @@ def test_evaluate_reference_matches_kaepipe_surrogate(release):
         report = accuracy_report(pred, y, 3)
         assert row.acc == report["macro"]
         assert [row.acc_class_0, row.acc_class_1, row.acc_class_2] == report["per_class"]
-    # informative predictions: the trained MLP beats chance clearly; the KAE seeds differ
+    # informative predictions: the trained MLP beats chance clearly
     assert (df[df.model == "MLP"].acc > 50).all()
-    assert df[df.model == "KAE"].groupby("protocol").acc.nunique().min() == 2
+    # each KAE row is its own seed's file: with seed 365 replaced by an untrained KAE, only its rows change, by
+    # far more than a numeric path moves them (the two briefly trained seeds may tie: they did on an Intel
+    # AVX-512 CPU, so comparing their accuracies tested the last bits, not the seed-to-file mapping)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(release, swapped)
+    save_reference_kae(make_kae(365), swapped / KAE_NAME.format(365))
+    other = evaluate_reference(swapped, yinyang_ds(), splits, "cpu")
+    kept = (df.model == "MLP") | (df.seed == 21)
+    assert other[kept].acc.tolist() == df[kept].acc.tolist()
+    assert ((other[~kept].acc - df[~kept].acc).abs() > 5).all(), (df, other)
 
 
 def test_summarise_uses_population_std():

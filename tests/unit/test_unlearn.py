@@ -340,8 +340,7 @@ def test_edit_diagnostics_by_hand():
 # ---------------------------------------------------------------------------------------------
 
 def test_settings_defaults_and_config_check(schema_path):
-    from kaepipe.config import load_yaml, merged
-    from kaepipe.settings import validate_config
+    from kaepipe.config import load_yaml, merged, validate_config
 
     ds = {"name": "yy", "classes": 3, "base": {"lr": 0.01}, "unlearn": {"target_classes": [2]}}
     u = unlearn_settings(ds)

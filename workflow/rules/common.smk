@@ -2,6 +2,7 @@
 from kaepipe.config import config_subset, dataset_config
 from kaepipe.settings import check_config, validate_config
 from kaepipe.stages import paths as P
+from kaepipe.data import idx_inputs
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -48,6 +49,19 @@ def ds_subset(*keys, drop=()):
 def ds_params(dataset, *keys, drop=()):
     """The same as ds_subset, for a rule without a dataset wildcard (one rule per dataset)."""
     return config_subset(dataset_config(config, dataset), keys, drop)
+
+
+def source_files(wildcards):
+    """Input function of the dataset rule: the IDX files (and MD5SUMS) a split is read from (none for Yin-Yang),
+    so a changed or damaged file reruns the split and what depends on it (kaepipe.data.idx_inputs).
+    """
+    ds = dataset_config(config, wildcards.dataset)
+    return idx_inputs(
+        ds["source"],
+        ds["root"],
+        config.get("cache_dir", "results/cache"),
+        wildcards.split,
+    )
 
 
 def data_paths(wildcards):

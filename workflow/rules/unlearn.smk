@@ -9,7 +9,10 @@ wildcard_constraints:
     baseline="retrain|finetune",
 
 
-if SINGLE_KAE_DATASETS:
+# Only when a dataset of `run` has an `unlearn` block: otherwise no editing rules, tables or figures.
+UNLEARN_DATASETS = P.unlearn_datasets(config)
+
+if UNLEARN_DATASETS and SINGLE_KAE_DATASETS:
 
     rule unlearn_edit:
         """Edit the KAE's k-step operator to forget one class (every configured method); evaluate before/after."""
@@ -140,62 +143,69 @@ for _dataset in P.unlearn_datasets(config):
                 "../scripts/unlearn_study.py"
 
 
-rule unlearn_baseline:
-    """Retrain the base network without the class (gold standard) or fine-tune it on the retained classes."""
-    input:
-        unpack(data_paths),
-        base=P.BASE_MODEL,
-    output:
-        json=P.BASELINE_METRICS,
-        model=P.BASELINE_MODEL,
-    log:
-        "results/logs/unlearn_baseline/{dataset}_{baseline}_class{target}.log",
-    benchmark:
-        "results/benchmarks/unlearn_baseline/{dataset}_{baseline}_class{target}.tsv"
-    conda:
-        "../envs/kaepipe.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=240,
-        gpu=1,
-    params:
-        ds=ds_subset(
-            "base",
-            "splits",
-            "unlearn",
-            drop=("unlearn.study", "unlearn.region", "unlearn.methods"),
-        ),
-    script:
-        "../scripts/unlearn_baseline.py"
+if UNLEARN_DATASETS:
 
+    rule unlearn_baseline:
+        """Retrain the base network without the class (gold standard) or fine-tune it on the retained classes."""
+        input:
+            unpack(data_paths),
+            base=P.BASE_MODEL,
+        output:
+            json=P.BASELINE_METRICS,
+            model=P.BASELINE_MODEL,
+        log:
+            "results/logs/unlearn_baseline/{dataset}_{baseline}_class{target}.log",
+        benchmark:
+            "results/benchmarks/unlearn_baseline/{dataset}_{baseline}_class{target}.tsv"
+        conda:
+            "../envs/kaepipe.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=240,
+            gpu=1,
+        params:
+            ds=ds_subset(
+                "base",
+                "splits",
+                "unlearn",
+                drop=("unlearn.study", "unlearn.region", "unlearn.methods"),
+            ),
+        script:
+            "../scripts/unlearn_baseline.py"
 
-rule unlearn_tables:
-    """The editing table (target and retained accuracy before -> after, mean (std) over seeds), the
-    per-class table, the baselines with the edits' speed-ups and the trade-off study."""
-    input:
-        edits=P.edit_paths(config, P.EDIT),
-        baselines=P.baseline_paths(config, P.BASELINE_METRICS),
-        studies=P.edit_paths(config, P.STUDY, study=True),
-    output:
-        editing=P.table("editing.csv"),
-        editing_md=P.table("editing.md"),
-        editing_tex=P.table("editing.tex"),
-        per_class=P.table("editing_per_class.csv"),
-        study=P.table("unlearning_study.csv"),
-        baselines=P.table("unlearning_baselines.csv"),
-        baselines_md=P.table("unlearning_baselines.md"),
-        baselines_tex=P.table("unlearning_baselines.tex"),
-    log:
-        "results/logs/unlearn_tables/tables.log",
-    benchmark:
-        "results/benchmarks/unlearn_tables/tables.tsv"
-    localrule: True
-    conda:
-        "../envs/kaepipe.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    script:
-        "../scripts/unlearn_tables.py"
+    rule unlearn_tables:
+        """The editing table (target and retained accuracy before -> after, mean (std) over seeds), the
+        per-class table, the baselines with the edits' speed-ups and the trade-off study.
+        """
+        input:
+            edits=P.edit_paths(config, P.EDIT),
+            baselines=P.baseline_paths(config, P.BASELINE_METRICS),
+            studies=P.edit_paths(config, P.STUDY, study=True),
+        output:
+            editing=P.table("editing.csv"),
+            editing_md=P.table("editing.md"),
+            editing_tex=P.table("editing.tex"),
+            per_class=P.table("editing_per_class.csv"),
+            study=P.table("unlearning_study.csv"),
+            baselines=P.table("unlearning_baselines.csv"),
+            baselines_md=P.table("unlearning_baselines.md"),
+            baselines_tex=P.table("unlearning_baselines.tex"),
+            # measured times (edit, preparation and baseline seconds, speed-ups), apart from the results
+            timings_editing=P.table("timings_editing.csv"),
+            timings_editing_md=P.table("timings_editing.md"),
+            timings_baselines=P.table("timings_unlearning_baselines.csv"),
+            timings_baselines_md=P.table("timings_unlearning_baselines.md"),
+        log:
+            "results/logs/unlearn_tables/tables.log",
+        benchmark:
+            "results/benchmarks/unlearn_tables/tables.tsv"
+        localrule: True
+        conda:
+            "../envs/kaepipe.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        script:
+            "../scripts/unlearn_tables.py"

@@ -5,10 +5,12 @@ from kaepipe.runtime import rule_context
 
 with rule_context(snakemake, uses_torch=False) as (log, _device):
     ds, split = snakemake.params.ds, snakemake.wildcards.split
-    root = get_source(ds["source"]).prepare(ds.get("root"), snakemake.params.cache_dir, [split])
+    # the files are the rule's inputs; a download happened in rule download_idx
+    root = get_source(ds["source"]).prepare(ds.get("root"), snakemake.params.cache_dir, [split], download=False)
     if root is not None:
         log.info("reading %s from %s", ds["source"], root)
-    df = write_split(ds, split, snakemake.output[0], root,
-                     provenance({"dataset": ds["name"], "split": split, "spec": ds["splits"][split]}))
+    prov = provenance({"dataset": ds["name"], "source": ds["source"], "root": root, "split": split,
+                       "spec": ds["splits"][split]})
+    df = write_split(ds, split, snakemake.output[0], root, {"dataset": ds["name"], "split": split, "provenance": prov})
     log.info("%s/%s: %d samples, class counts %s", ds["name"], split, len(df),
              df["label"].value_counts().sort_index().tolist())

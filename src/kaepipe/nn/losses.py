@@ -22,7 +22,7 @@ from kaepipe.errors import ConfigError
 from kaepipe.nn.isometry import isometry_loss
 
 
-def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+def distance_matrix(x: torch.Tensor) -> torch.Tensor:
     """Euclidean distance matrix of the rows of x (zero diagonal, finite gradients)."""
     sq = (x * x).sum(1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
@@ -33,7 +33,7 @@ def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
 
 def iso_loss(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Mean over all pairs (a, b) of (||z_a - z_b|| - ||x_a - x_b||)^2 (reference implementation)."""
-    return ((pairwise_distances(z) - pairwise_distances(x.detach())) ** 2).mean()
+    return ((distance_matrix(z) - distance_matrix(x.detach())) ** 2).mean()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def kae_metrics(model, x0: torch.Tensor, xl: torch.Tensor, weights: Mapping[str,
                 iso_points: int = 2000, seed: int = 0) -> dict[str, float]:
     """Every term on a whole dataset and each as a fraction of variance unexplained (FVU).
 
-    The isometry term is measured exactly (all pairs, `pairwise_distances`) on a fixed subset of
+    The isometry term is measured exactly (all pairs, `distance_matrix`) on a fixed subset of
     `iso_points` pairs' points; its FVU is relative to the variance of the input distances.
     """
     w = loss_weights(weights)
@@ -205,7 +205,7 @@ def kae_metrics(model, x0: torch.Tensor, xl: torch.Tensor, weights: Mapping[str,
     sub = torch.randperm(len(x0), generator=g)[:iso_points].to(x0.device)
     iso_terms, iso_fvu = [], []
     for x, z in ((x0, p.z0), (xl, p.zl)):
-        dx, dz = pairwise_distances(x[sub]), pairwise_distances(z[sub])
+        dx, dz = distance_matrix(x[sub]), distance_matrix(z[sub])
         iso_terms.append(((dz - dx) ** 2).mean())
         iso_fvu.append(iso_terms[-1] / variance(dx.reshape(-1, 1)))
     out["iso"], out["iso_fvu"] = sum(iso_terms), 0.5 * sum(iso_fvu)

@@ -1,5 +1,7 @@
-"""The final aggregation: every table against the published values, the configuration, the library
-versions and the wall time of each stage, written to results/summary.md (+ CSV/Markdown/LaTeX tables).
+"""The final aggregation: every table against the published values, the configuration and the library
+versions, written to results/summary.md (+ CSV/Markdown/LaTeX tables); and apart from it, every measured
+time (the wall time of each stage, the edits' and baselines' seconds and speed-ups) in results/timings.md,
+so that a rerun on the same machine and software gives a byte-identical summary.
 
 Published numbers are those of docs/method.md section 11: accuracy (11.1), topology (11.2), editing
 (11.3). `difference` is always ours - published (in the table's units).
@@ -26,7 +28,6 @@ TABLE_TITLES = {
     "isometry": "Isometry study: phi(x_L) against x_L (docs/method.md section 7.4)",
     "editing": "Class unlearning by editing K (docs/method.md section 8)",
     "baselines": "Unlearning baselines",
-    "walltime": "Wall time per stage (benchmark files)",
 }
 
 
@@ -252,9 +253,7 @@ NOTES = {
     "isometry": ("Mean (population std) over seeds. The paper publishes no numbers here, only that phi(x) gets "
                  "closer to x (smaller distances) as lambda_iso grows."),
     "editing": "Accuracy (%) of the target class before and after the edit of K^k.",
-    "baselines": "No published numbers (the paper has no unlearning baselines).",
-    "walltime": ("Seconds of wall time per stage (sum over its jobs), from every results/benchmarks/<stage>/*.tsv "
-                 "(the first column `s`; files of earlier runs that are still there count too)."),
+    "baselines": "No published numbers (the paper has no unlearning baselines); times in results/timings.md.",
 }
 
 
@@ -277,6 +276,40 @@ def summary_tables(inputs: Mapping[str, str | None], config: Mapping | None = No
         df = pd.read_csv(inputs["baselines"])
         out["baselines"] = _round(df.fillna({c: "-" for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured times: results/timings.md
+# ---------------------------------------------------------------------------------------------
+
+TIMING_TITLES = {
+    "walltime": "Wall time per stage (benchmark files)",
+    "editing": "Edits: seconds per edit and per KAE's preparation",
+    "baselines": "Unlearning baselines against the edits: seconds and speed-ups",
+}
+
+TIMING_NOTES = {
+    "walltime": ("Seconds of wall time per stage (sum over its jobs), from every results/benchmarks/<stage>/*.tsv "
+                 "(the first column `s`; files of earlier runs that are still there count too)."),
+    "editing": ("Median wall and CPU seconds of one edit over `unlearn.timing_repeats` runs, and of the per-KAE "
+                "preparation (observables, operator, Gram matrices); mean over seeds (results/tables/"
+                "timings_editing.csv)."),
+    "baselines": ("Seconds of the baselines (one run) and of the edits, and the edits' speed-ups over them "
+                  "(results/tables/timings_unlearning_baselines.csv)."),
+}
+
+
+def timings_markdown(tables: Mapping[str, pd.DataFrame]) -> str:
+    """The text of results/timings.md: every measured time of the run, which varies from run to run."""
+    lines = ["# kaepipe timings", "",
+             "Measured times of this run: they change from run to run (machine load, clocks), unlike the results "
+             "in results/summary.md and results/tables/, which is why they are kept here.", ""]
+    for name, df in tables.items():
+        lines += [f"## {TIMING_TITLES.get(name, name)}", ""]
+        if TIMING_NOTES.get(name):
+            lines += [TIMING_NOTES[name], ""]
+        lines += [to_markdown(df) if len(df) else "(no rows)\n", ""]
+    return "\n".join(lines)
 
 
 def parse_markdown_tables(text: str) -> list[pd.DataFrame]:

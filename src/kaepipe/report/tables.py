@@ -101,6 +101,23 @@ def write_table(df: pd.DataFrame, csv_path: str | Path, md_path: str | Path | No
 TABLE_COLUMNS = ["dataset", "source", "seed", "step", "eps", "betti0", "lambda_iso", "n", "metric"]
 
 
+# The columns that name a row of the unlearning tables, repeated in their timing tables.
+TIMING_KEYS = ("dataset", "protocol", "split", "method", "target_class", "n_seeds")
+
+
+def is_timing(column: str) -> bool:
+    """A column that measures time: seconds (wall, CPU, preparation; `*_s` in the wall-time table) and the
+    speed-ups derived from them."""
+    return "seconds" in column or column.startswith("speedup") or column.endswith("_s")
+
+
+def split_timings(df: pd.DataFrame, keys: Sequence[str] = TIMING_KEYS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the table without its timing columns, the keys and the timing columns): results are equal from run
+    to run on the same machine and software, measured times are not, so they are written to files apart."""
+    timing = [c for c in df.columns if is_timing(c)]
+    return df.drop(columns=timing), df[[k for k in keys if k in df.columns] + timing]
+
+
 ISOMETRY_METRICS = [
     "bottleneck_h0", "bottleneck_h1", "wasserstein_h0", "wasserstein_h1", "distortion",
     "betti0_curve_l1", "betti1_curve_l1",
@@ -261,6 +278,9 @@ def baseline_table(baselines: Sequence[Mapping], editing) -> pd.DataFrame:
                                                           e.edit_seconds + e.prepare_seconds)
         rows.append(row)
     out = pd.DataFrame(rows)
+    if out.empty:  # no baseline and no edit (no dataset with an `unlearn` block)
+        return pd.DataFrame(columns=["dataset", "protocol", "split", "method", "target_class", "n_seeds", "target",
+                                     "retained"])
     order = {m: i for i, m in enumerate(BASELINES)}
     out["_o"] = [order.get(m, len(order)) for m in out.method]
     out = out.sort_values(["dataset", "protocol", "target_class", "_o", "method"], kind="mergesort")

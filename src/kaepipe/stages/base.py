@@ -37,7 +37,7 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
                "device": str(device), "provenance": prov}
     for p, r in protocols.items():
         log(f"{p} protocol ({r['split']} split): macro accuracy {r['macro']:.2f}  per class {r['per_class']}")
-    write_parquet(curve, out_curve, {"dataset": ds["name"]})
+    write_parquet(curve, out_curve, {"dataset": ds["name"], "provenance": prov})
     write_json(metrics, out_metrics)
     save_base_model(model.cpu(), out_model, {"train": cfg.to_dict(), "dataset": ds["name"], "provenance": prov})
     return metrics

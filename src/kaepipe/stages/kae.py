@@ -42,7 +42,8 @@ def _write_member(ds: Mapping, kae: Mapping, model: KoopmanAutoencoder, curve, x
     prov = provenance({"dataset": ds["name"], "kae": kae, "lambda_iso": lambda_iso, "seed": seed})
     meta = {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed, "train": train_cfg.to_dict(),
             "provenance": prov}
-    write_parquet(curve, outputs["losses"], {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed})
+    write_parquet(curve, outputs["losses"], {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed,
+                                             "provenance": prov})
     metrics = {**meta, "train_metrics": final, "train_seconds": seconds, "epochs": train_cfg.epochs,
                "samples_per_second": len(x0_t) * train_cfg.epochs / seconds, "device": str(device)}
     if pack is not None:

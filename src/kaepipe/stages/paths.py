@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kaepipe.config import dataset_config, lambda_tag
+from kaepipe.data import SOURCES, IdxSource
 from kaepipe.settings import evaluation_split, pick_lambdas, unlearn_settings
 
 RESULTS = "results"
@@ -55,6 +56,8 @@ BASELINE_METRICS = BASELINE_DIR + "/metrics.json"
 TABLE = "results/tables/{name}"
 FIGURE = "results/figures/{name}_{dataset}.{ext}"
 SUMMARY = "results/summary.md"
+TIMINGS = "results/timings.md"
+IDX_CACHE = "{cache}/{source}/{name}"
 LOG = "results/logs/{rule}/{name}.log"
 BENCHMARK = "results/benchmarks/{rule}/{name}.tsv"
 
@@ -266,8 +269,26 @@ def summary_inputs(config: Mapping) -> dict[str, str]:
     return out
 
 
+def timing_inputs(config: Mapping) -> dict[str, str]:
+    """The timing tables of the stages that measure their own times (the edits and baselines), when run."""
+    if not unlearn_datasets(config):
+        return {}
+    return {"editing": table("timings_editing.csv"), "baselines": table("timings_unlearning_baselines.csv")}
+
+
+def idx_sources() -> list[str]:
+    """The data sources read from IDX files (those rule download_idx can fetch)."""
+    return [name for name, src in SOURCES.items() if isinstance(src, IdxSource)]
+
+
+def idx_file_names() -> list[str]:
+    """The official IDX file names (every IDX source uses MNIST's four names)."""
+    return sorted({n for name in idx_sources() for pair in SOURCES[name].files.values() for n in pair})
+
+
 def final_outputs(config: Mapping, summary: bool = True) -> list[str]:
-    """Everything a full run produces for the datasets of `run`; the summary last (unless `summary` is False)."""
+    """Everything a full run produces for the datasets of `run`; the summary and the timings last (unless
+    `summary` is False: then neither)."""
     datasets = list(config["run"])
     out = [fill(BASE_METRICS, dataset=d) for d in datasets]
     out += [fill(t, dataset=d, split=s) for d in datasets for s in ("train", "test") for t in (REPS_PARQUET, REPS)]
@@ -275,7 +296,7 @@ def final_outputs(config: Mapping, summary: bool = True) -> list[str]:
     out += figure_files(["layers", "training", "path", "isometry", "topology"], datasets)
     out += figure_files(["editing"], edited_datasets(config, datasets))
     if summary:
-        out.append(SUMMARY)
+        out += [SUMMARY, TIMINGS]
     return out
 
 

@@ -29,7 +29,8 @@ def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dic
     save_preprocessing(transforms, out_preprocessing, {"dataset": ds["name"], "provenance": prov})
     for split, (layers, y) in reps.items():
         save_torch({"layers": torch.from_numpy(layers), "labels": torch.from_numpy(y)}, out_pt[split])
-        write_parquet(reps_frame(list(layers), y), out_parquet[split], {"dataset": ds["name"], "split": split})
+        write_parquet(reps_frame(list(layers), y), out_parquet[split],
+                      {"dataset": ds["name"], "split": split, "provenance": prov})
     last = transforms[-1]
     err = np.abs(last.invert(last.apply(reps["train"][0][-1])) - reps["train"][0][-1]).max()
     log(f"preprocessing: q = {last.directions.shape[0]}, last-layer inverse max error {err:.2e}")

@@ -16,6 +16,7 @@ from kaepipe.report.tables import (
     editing_tables,
     isometry_markdown,
     isometry_tables,
+    split_timings,
     study_table,
     topology_tables,
     write_table,
@@ -94,7 +95,10 @@ def run_accuracy_table(config: Mapping, base_metrics: Mapping[str, str], kae_acc
 
 def run_unlearn_tables(config: Mapping, edit_paths: Sequence[str], baseline_paths: Sequence[str],
                        out: Mapping[str, str], study_paths: Sequence[str] = ()):
-    """Aggregate every edit and baseline into the editing, per-class and baseline tables (and the study)."""
+    """Aggregate every edit and baseline into the editing, per-class and baseline tables (and the study).
+
+    The measured times (edit, preparation and baseline seconds, the edits' speed-ups) go to the timing
+    tables `out["timings_editing"]` and `out["timings_baselines"]` (+ `_md`), not to the result tables."""
 
     edits = [read_json(p) for p in edit_paths]
     baselines = [read_json(p) for p in baseline_paths]
@@ -102,19 +106,29 @@ def run_unlearn_tables(config: Mapping, edit_paths: Sequence[str], baseline_path
     sources = {d: config["datasets"][d]["source"] for d in datasets}
     editing, per_class = editing_tables(edits, sources)
     table = baseline_table(baselines, editing)
+    editing, editing_times = split_timings(editing)
+    table, table_times = split_timings(table)
     prov = provenance({"datasets": {d: {"unlearn": config["datasets"][d].get("unlearn"),
                                         "kae": config["datasets"][d]["kae"]} for d in datasets}})
     write_table(editing, out["editing"], out["editing_md"], out["editing_tex"],
                 "Class unlearning by editing the KAE's k-step operator: surrogate accuracy (%) of the target class "
                 "and mean of the retained classes, before -> after, mean (population std) over KAE seeds.", prov)
     write_table(per_class, out["per_class"], provenance=prov)
-    try:
-        study_out = out["study"]
-    except (KeyError, IndexError, AttributeError):
-        study_out = None
+    study_out = _get(out, "study")
     if study_out:
         write_table(study_table([read_parquet(p) for p in study_paths]), study_out, provenance=prov)
     write_table(table, out["baselines"], out["baselines_md"], out["baselines_tex"],
                 "Unlearning baselines on the base network (retrain without the class, fine-tune on the retained "
-                "classes) against the edits; seconds of wall time and the edits' speed-ups.", prov)
+                "classes) against the edits.", prov)
+    for name, times in (("timings_editing", editing_times), ("timings_baselines", table_times)):
+        if _get(out, name):
+            write_table(times, _get(out, name), _get(out, f"{name}_md"), provenance=prov)
     return editing, table
+
+
+def _get(out: Mapping[str, str], name: str) -> str | None:
+    """An output path by name, None when not declared (a dict, or a Snakemake Namedlist)."""
+    try:
+        return out[name]
+    except (KeyError, IndexError, AttributeError):
+        return None

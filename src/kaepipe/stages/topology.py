@@ -246,12 +246,12 @@ def run_isometry(ds: Mapping[str, Any], kae_paths: Sequence[str], reps_path: str
             + f"; Rips thresholds: original {metrics['threshold']['original']:.4g}, "
             f"encoded {metrics['threshold']['encoded']:.4g}; persistence {metrics['seconds']['persistence']:.1f} s, "
             f"compare {metrics['seconds']['compare']:.1f} s")
+    prov = provenance({"dataset": ds["name"], "topology": s, "kae": ds.get("kae")})
     pmeta = {"dataset": ds["name"], "lambda_iso": lam, "isometry": s["isometry"],
-             "diagrams": {str(r["seed"]): r["encoded_diagram"] for r in results}}
+             "diagrams": {str(r["seed"]): r["encoded_diagram"] for r in results}, "provenance": prov}
     write_parquet(pd.concat(diagrams, ignore_index=True), out_diagrams, pmeta)
     write_parquet(pd.concat(curves, ignore_index=True), out_curves, pmeta)
-    write_json({"dataset": ds["name"], "lambda_iso": lam, "results": results,
-                "provenance": provenance({"dataset": ds["name"], "topology": s, "kae": ds.get("kae")})}, out_metrics)
+    write_json({"dataset": ds["name"], "lambda_iso": lam, "results": results, "provenance": prov}, out_metrics)
     return results
 
 

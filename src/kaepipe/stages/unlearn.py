@@ -181,6 +181,7 @@ def run_unlearn_study(ds: Mapping, target_class: int, kae_path: str, base_path: 
     df.insert(0, "dataset", ds["name"])
     log(f"study of class {target_class}: {len(df)} rows in {time.perf_counter() - t0:.1f}s "
         f"(grid { {k: grid[k] for k in ('targets', 'reg', 'strength', 'rank')} }, points {grid['points']})")
+    prov = provenance({"dataset": ds["name"], "unlearn": u, "kae": ds["kae"], "target_class": target_class})
     write_parquet(df, out_parquet, {"dataset": ds["name"], "target_class": target_class, "seed": meta.get("seed"),
-                                    "grid": grid})
+                                    "grid": grid, "provenance": prov})
     return df

@@ -10,7 +10,7 @@ from kaepipe.errors import ConfigError, DataError
 from kaepipe.nn.checkpoints import load_kae, save_kae
 from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder, KoopmanOperator
-from kaepipe.nn.losses import iso_loss, kae_losses, kae_metrics, pairwise_distances
+from kaepipe.nn.losses import distance_matrix, iso_loss, kae_losses, kae_metrics
 from kaepipe.nn.train import TrainConfig, fit_kae
 
 
@@ -98,7 +98,7 @@ def test_latent_stop_gradient_leaves_the_encoder_to_the_other_losses():
 
 def test_pairwise_distances_and_finite_gradients_with_duplicates():
     x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 4.0]], requires_grad=True)
-    d = pairwise_distances(x)
+    d = distance_matrix(x)
     torch.testing.assert_close(d, torch.tensor([[0.0, 5.0, 5.0], [5.0, 0.0, 0.0], [5.0, 0.0, 0.0]]), atol=1e-5, rtol=0)
     d.sum().backward()
     assert torch.isfinite(x.grad).all()

@@ -24,10 +24,10 @@ def test_fill_and_partial():
     assert P.figure("layers", "png", "yinyang") == "results/figures/layers_yinyang.png"
 
 
-def test_final_outputs_cover_every_stage_and_end_with_the_summary():
+def test_final_outputs_cover_every_stage_and_end_with_the_summary_and_the_timings():
     cfg = default_config()
     out = P.final_outputs(cfg)
-    assert out[-1] == P.SUMMARY and len(out) == len(set(out))
+    assert out[-2:] == [P.SUMMARY, P.TIMINGS] and len(out) == len(set(out))
     for d in cfg["run"]:
         assert P.fill(P.BASE_METRICS, dataset=d) in out
         for name in ("layers", "training", "path", "isometry", "topology", "editing"):
