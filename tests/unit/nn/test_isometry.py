@@ -90,7 +90,8 @@ def test_one_point_is_zero(method):
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_property_small_shapes(draw):
-    """Any small shape on a half-integer grid (many coincident points, exact arithmetic in the reference)."""
+    """Any small shape on a half-integer grid (many coincident points). Coincident codes sit 1e-6 apart
+    (sqrt of the 1e-12 floor), where the gradient's terms are ill-conditioned: 1e-7 of the largest entry."""
     m, n = draw.draw(st.integers(1, 3)), draw.draw(st.integers(1, 40))
     q, p = draw.draw(st.integers(1, 6)), draw.draw(st.integers(1, 7))
     seed = draw.draw(st.integers(0, 2**31 - 1))
@@ -99,7 +100,7 @@ def test_property_small_shapes(draw):
     z = torch.from_numpy(rng.integers(-4, 5, (m, n, p)) / 2.0)
     want = reference(x, z)
     for method in METHODS:
-        close(batched(x, z, method), want, rtol=1e-9)
+        close(batched(x, z, method), want, rtol=1e-7)
 
 
 @pytest.mark.parametrize("method", METHODS)
