@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,22 +35,32 @@ def default_eps(ds: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(f"{v * scale:.4g}") for k, v in source.default_eps.items()}
 
 
-TOPOLOGY_DEFAULTS: dict[str, Any] = {
-    "protocol": "heldout",
-    "points": None,
-    "seed": 0,
-    "metric": "euclidean",
-    "k": 10,
-    "precision": "float64",
-    "isometry": {
-        "points": 2000,
-        "max_edge_length": None,
-        "max_edges": 100_000,
-        "max_dim": 1,
-        "filtration_values": 200,
-        "wasserstein": True,
-    },
-}
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def schema_defaults(block: str, schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The `default` values of an optional dataset block of the config schema (`topology`, `unlearn`, ...),
+    nested blocks as dicts: the one home of the stages' defaults (Snakemake's validation fills them too)."""
+    definitions = _schema(str(schema_path))["definitions"]
+
+    def walk(node: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key, prop in (node.get("properties") or {}).items():
+            if "default" in prop:
+                out[key] = copy.deepcopy(prop["default"])
+            elif prop.get("type") == "object" and "properties" in prop:
+                out[key] = walk(prop)
+        return out
+
+    return walk(definitions[block])
+
+
+@functools.lru_cache(maxsize=4)
+def _schema(path: str) -> dict[str, Any]:
+    return load_yaml(path)
+
+
+TOPOLOGY_DEFAULTS: dict[str, Any] = schema_defaults("topology")
 
 
 def topology_settings(ds: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,16 +105,8 @@ TARGET_MODES = ("nearest", "shared", "centroid", "neighbour")
 BASELINES = ("retrain", "finetune")
 
 
-UNLEARN_DEFAULTS: dict[str, Any] = {
-    "target_classes": [],
-    "methods": ["paper"],
-    "targets": "nearest",
-    "reg": 0.1,
-    "region": {"targets": "centroid", "reg": 0.3, "strength": 1.0},
-    "timing_repeats": 5,
-    "study": None,  # {targets: [...], reg: [...], strength: [...], rank: [...], points: n}
-    "baselines": {"run": list(BASELINES), "finetune_epochs": 5, "finetune_lr": None, "finetune_schedule": "constant"},
-}
+UNLEARN_DEFAULTS: dict[str, Any] = {"target_classes": [], **schema_defaults("unlearn")}
+
 
 
 def unlearn_settings(ds: Mapping) -> dict:
@@ -125,9 +129,10 @@ def settings_text(settings: Mapping) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
 
 
-STUDY_DEFAULTS: dict[str, Any] = {"targets": ["nearest", "shared", "centroid", "neighbour"],
-                                  "reg": [0.01, 0.1, 0.3, 1.0, 3.0, 10.0], "strength": [1.0, 2.0],
-                                  "rank": [None], "points": None, "seed": 0}
+# The study's grid when a dataset's `unlearn.study` block gives only some keys (the block itself defaults to null).
+STUDY_DEFAULTS: dict[str, Any] = {
+    k: copy.deepcopy(v.get("x-default"))
+    for k, v in _schema(str(SCHEMA_PATH))["definitions"]["unlearn"]["properties"]["study"]["properties"].items()}
 
 
 METRICS = ("euclidean", "knn_geodesic")

@@ -109,12 +109,23 @@ def test_network_rules_declare_one_gpu_and_cpu_rules_none(dry_run_blocks):
 
 
 def declared_gpu_rules() -> set[str]:
-    """Rules of workflow/rules/*.smk whose resources include gpu=1 (included in the Snakefile or not)."""
+    """Named rules of workflow/rules/*.smk (at any indentation, e.g. inside an `if`) whose resources include
+    gpu=1, included in the Snakefile or not. Rules generated in loops (`rule:` with `name:`, the KAE packs)
+    carry gpu=1 in their own resources and are checked in the dry run."""
     rules = set()
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", smk.read_text(), flags=re.MULTILINE | re.DOTALL):
-            if re.search(r"^\s+gpu\s*=\s*1\s*,?\s*$", body, flags=re.MULTILINE):
-                rules.add(name)
+        lines = smk.read_text().splitlines()
+        for i, line in enumerate(lines):
+            m = re.match(r"^(\s*)rule (\w+):$", line)
+            if not m:
+                continue
+            indent, body = len(m.group(1)), []
+            for nxt in lines[i + 1:]:
+                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                    break
+                body.append(nxt)
+            if any(re.match(r"^\s+gpu\s*=\s*1\s*,?\s*$", b) for b in body):
+                rules.add(m.group(2))
     return rules
 
 

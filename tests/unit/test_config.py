@@ -102,3 +102,26 @@ def test_config_subset_keeps_identity_and_named_blocks_and_drops_sub_blocks(defa
     assert "baselines" in ds["unlearn"]  # the dataset's settings are not modified
     with pytest.raises(ConfigError, match="block.key"):
         config_subset(ds, ("base",), drop=("unlearn",))
+
+
+def test_stage_defaults_live_in_the_schema_and_validation_fills_them(default, schema_path):
+    """The topology and unlearn defaults are the schema's `default` values: Snakemake's validation fills a
+    partial block with exactly what kaepipe.settings merges over it."""
+    from snakemake.utils import validate
+
+    from kaepipe.settings import topology_settings, unlearn_settings
+
+    cfg = copy.deepcopy(default)
+    yy = cfg["datasets"]["yinyang"]
+    yy["topology"] = {"eps_layers": 0.3, "eps_iterates": 0.3, "isometry": {"points": 500}}
+    yy["unlearn"] = {"target_classes": [1], "region": {"reg": 0.5}}
+    validate(cfg, str(schema_path), set_default=True)
+    filled_topology, filled_unlearn = yy["topology"], yy["unlearn"]
+    assert filled_topology["metric"] == "euclidean" and filled_topology["isometry"]["max_edges"] == 100000
+    assert filled_unlearn["reg"] == 0.1 and filled_unlearn["region"] == {"targets": "centroid", "reg": 0.5, "strength": 1.0}
+    merged_topology = topology_settings({**yy, "name": "yinyang", "topology": yy["topology"]})
+    for key, value in filled_topology.items():
+        assert merged_topology[key] == value, key
+    merged_unlearn = unlearn_settings({"unlearn": {"target_classes": [1], "region": {"reg": 0.5}}, "base": yy["base"]})
+    for key in ("methods", "targets", "reg", "region", "timing_repeats", "study"):
+        assert merged_unlearn[key] == filled_unlearn[key], key
