@@ -7,8 +7,8 @@ import copy
 import pytest
 
 from kaepipe.config import config_subset, dataset_config, lambda_tag, load_yaml, merged
-from kaepipe.settings import validate_config
 from kaepipe.errors import ConfigError
+from kaepipe.settings import validate_config
 
 
 @pytest.fixture(scope="module")
