@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from kaepipe.data import SOURCES
 from kaepipe.io import atomic_path
@@ -24,8 +25,6 @@ if TYPE_CHECKING:  # matplotlib is imported on first use (the workflow imports t
 
 # The paper's Yin-Yang colours, in label order (0 yin, 1 yang, 2 dot).
 # seaborn.color_palette("colorblind")
-COLORBLIND = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133",
-              "#56b4e9")
 N_POINTS = 2000
 SEED = 0
 PNG_METADATA = {"Software": None}
@@ -58,16 +57,13 @@ def _pyplot():
 
 
 def palette(n_classes: int, source: str = "") -> list[str]:
-    """Class colours: the data source's own (the paper's for Yin-Yang), else seaborn's colour-blind palette
-    (more than ten classes: evenly spaced hues). The colours are spelled out so that no job imports seaborn."""
+    """Class colours: the data source's own (the paper's for Yin-Yang), else seaborn's colour-blind palette,
+    and seaborn's husl hues (evenly spaced in perceived hue and lightness) for more than ten classes."""
     own = SOURCES[source].palette if source in SOURCES else None
     if own and n_classes <= len(own):
         return list(own[:n_classes])
-    if n_classes <= len(COLORBLIND):
-        return list(COLORBLIND[:n_classes])
-    import matplotlib.colors
-
-    return [matplotlib.colors.to_hex(c) for c in _pyplot().get_cmap("hsv")(np.arange(n_classes) / n_classes)]
+    name = "colorblind" if n_classes <= 10 else "husl"
+    return list(sns.color_palette(name, n_classes).as_hex())
 
 
 def class_names(n_classes: int, source: str = "") -> list[str]:

@@ -57,26 +57,20 @@ def accuracy_tables(base: Mapping[str, Mapping], kae: Sequence[Mapping],
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"
+    """A GitHub-flavoured Markdown table: pandas' writer, each value as `fmt` prints it."""
+    return df.map(fmt).to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
 
 
 def to_latex(df: pd.DataFrame, caption: str = "") -> str:
-    """A booktabs LaTeX tabular of the table."""
-    esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * len(df.columns) + "}", r"\toprule",
-             " & ".join(esc(c) for c in df.columns) + r" \\", r"\midrule"]
-    for row in df.itertuples(index=False):
-        lines.append(" & ".join(esc(fmt(v)) for v in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(r"\caption{" + esc(caption) + "}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+    """A booktabs LaTeX table (pandas' writer: \\toprule, \\midrule, \\bottomrule), each value as `fmt`
+    prints it, special characters escaped."""
+    text = df.map(fmt).to_latex(index=False, escape=True, position="t",
+                                caption=_latex_escape(caption) if caption else None)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    return "".join({"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$"}.get(c, c) for c in str(text))
 
 
 def fmt(v) -> str:
