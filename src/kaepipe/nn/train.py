@@ -110,15 +110,6 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> None:
-    """Scale gradients so their global L2 norm is at most `max_norm` (one fused norm, no sync)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-
-
 def batch_indices(n: int, batch_size: int, generator: torch.Generator, device: torch.device,
                   min_last: int = 1) -> Iterator[torch.Tensor]:
     """Shuffled index batches of one epoch; a last batch smaller than `min_last` is dropped."""
@@ -164,7 +155,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Tr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad_norm:
-                clip_grad_norm(params, cfg.clip_grad_norm)
+                nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)  # no host sync
             opt.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == yb).sum()
@@ -210,7 +201,7 @@ def fit_kae(model: KoopmanAutoencoder, x0: torch.Tensor, xl: torch.Tensor, cfg: 
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             if cfg.clip_grad_norm:
-                clip_grad_norm(params, cfg.clip_grad_norm)
+                nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm, foreach=True)  # no host sync
             opt.step()
             for t in sums:
                 sums[t] += losses[t].detach() * len(idx)
