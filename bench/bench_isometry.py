@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the whole-batch tensor code")
-    ap.add_argument("--reference", action="store_true", help="also time autograd of kaepipe.kae.iso_loss (slow)")
+    ap.add_argument("--reference", action="store_true", help="also time autograd of kaepipe.nn.losses.iso_loss (slow)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)

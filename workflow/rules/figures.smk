@@ -1,7 +1,7 @@
 # The paper's figures (docs/method.md section 9) and diagnostics: results/figures/<name>_<dataset>.{png,pdf}.
 # Every figure is drawn on the CPU with matplotlib's Agg backend; equal inputs give equal bytes.
 # Figures that need the topology or unlearning stage exist only when that stage's rules are defined,
-# so include this file after the stages (the Snakefile does). Input helpers: kaepipe.figures.
+# so include this file after the stages (the Snakefile does). Paths and input helpers: kaepipe.stages.paths.
 
 
 rule figure_layers:

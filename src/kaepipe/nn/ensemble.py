@@ -4,7 +4,7 @@ A grid of KAEs that share a dataset and an architecture and differ only in the i
 seed spends most of its time in Python dispatch when each member is trained alone (Yin-Yang: a
 10 -> 30 -> 20 encoder). :class:`KAEEnsemble` stacks the members' parameters along a leading member
 dimension and runs every layer as one batched matrix product; :func:`fit_kae_ensemble` takes one
-optimiser step for all members per step. Each member still trains exactly as :func:`kaepipe.kae.fit_kae`
+optimiser step for all members per step. Each member still trains exactly as :func:`kaepipe.nn.train.fit_kae`
 would train it alone (tests/test_ensemble.py checks this to 1e-9 in float64):
 
 * its own initialisation (``seed_all(seed); KoopmanAutoencoder(cfg)``, :meth:`KAEEnsemble.from_seeds`),
@@ -20,7 +20,7 @@ so each member's gradient is that of its own loss. The step loop does not wait f
 (losses are summed on the device and read once per epoch), apart from what the matrix exponential
 does internally to choose its degree.
 
-:meth:`KAEEnsemble.member` returns an ordinary :class:`~kaepipe.kae.KoopmanAutoencoder` with one
+:meth:`KAEEnsemble.member` returns an ordinary :class:`~kaepipe.nn.kae.KoopmanAutoencoder` with one
 member's parameters, to be saved with ``save_kae`` and evaluated by the existing code.
 """
 
@@ -58,7 +58,7 @@ class StackedLinear(nn.Module):
 
 
 def stacked_mlp(members: int, n_in: int, n_hidden: int, n_out: int, slope: float) -> nn.Sequential:
-    """M copies of `kaepipe.kae.mlp` (same parameter names: 0.weight, 0.bias, 2.weight, 2.bias)."""
+    """M copies of `kaepipe.nn.kae.mlp` (same parameter names: 0.weight, 0.bias, 2.weight, 2.bias)."""
     return nn.Sequential(StackedLinear(members, n_in, n_hidden), nn.LeakyReLU(slope),
                          StackedLinear(members, n_hidden, n_out))
 
@@ -66,7 +66,7 @@ def stacked_mlp(members: int, n_in: int, n_hidden: int, n_out: int, slope: float
 class StackedKoopmanOperator(nn.Module):
     """M operators K in one parametrisation: weight (M, p, p) and, for eigen, rates (M, p).
 
-    The batched counterpart of `kaepipe.kae.KoopmanOperator.power`, term by term.
+    The batched counterpart of `kaepipe.nn.kae.KoopmanOperator.power`, term by term.
     """
 
     def __init__(self, members: int, dim: int, k: int, parametrization: str = "exponential") -> None:
@@ -207,7 +207,7 @@ def iso_runs(lambdas: Sequence[float]) -> list[tuple[int, int]]:
 def ensemble_losses(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, lambdas: Sequence[float],
                     iso_fn: IsoFn | None = None, lambda_tensor: torch.Tensor | None = None,
                     weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
-    """`kaepipe.kae.kae_losses` of every member on its own batch: each term a (M,) tensor.
+    """`kaepipe.nn.losses.kae_losses` of every member on its own batch: each term a (M,) tensor.
 
     x0, xl: (M, n, q). lambdas: the M isometry weights (host floats; lambda_tensor, the same as a
     tensor on the device, saves a copy per call). Members with weight 0 get total = recon + state +

@@ -5,7 +5,7 @@ For one member with inputs x (n, q) and codes z (n, p)
     L(x, z) = (1/n^2) sum_{a,b} (|z_a - z_b| - |x_a - x_b|)^2,
 
 differentiable in z only (x is data). `isometry_loss(x, z)` takes x (M, n, q) and z (M, n, p) and
-returns the M values; its gradient equals autograd of `kaepipe.kae.iso_loss` member by member.
+returns the M values; its gradient equals autograd of `kaepipe.nn.losses.iso_loss` member by member.
 
 Distances are those of the reference: |u| = sqrt(|u|^2 + EPS) off the diagonal, 0 on it, so
 coincident points are finite (a coincident pair of codes has distance sqrt(EPS) and a zero direction
@@ -53,7 +53,7 @@ try:  # numba is a dependency; without it (an unsupported platform) the torch pa
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-EPS = 1e-12  # added to squared distances before the square root, as in the reference `kaepipe.kae.iso_loss`
+EPS = 1e-12  # added to squared distances before the square root, as in the reference `kaepipe.nn.losses.iso_loss`
 TILE = 64  # points per tile of the numba kernel (64 float32 = four 512-bit registers)
 _TILE2 = TILE * TILE
 CPU_BLOCK = 128  # rows per block of the torch path on the CPU (cache-sized); CUDA uses one block

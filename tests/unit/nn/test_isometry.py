@@ -16,7 +16,7 @@ METHODS = ["numba", "torch"]
 
 
 def reference(x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Values (M,) and gradients (M, n, p) of kaepipe.kae.iso_loss, one member at a time, in float64."""
+    """Values (M,) and gradients (M, n, p) of kaepipe.nn.losses.iso_loss, one member at a time, in float64."""
     vals, grads = [], []
     for xk, zk in zip(x.double(), z.double()):
         zk = zk.clone().requires_grad_()
