@@ -1,7 +1,7 @@
 # Topology of representations and KAE iterates, and the isometry study (docs/method.md section 7).
 # Per dataset: beta_0 of every base layer; per KAE at the main lambda_iso: beta_0 of every decoded
 # iterate; per KAE of the grid: Rips diagrams of phi(x_L) against x_L. Settings: the optional
-# `topology` block of a dataset (defaults in kaepipe.topology_stage.DEFAULTS). Networks run on the CPU.
+# `topology` block of a dataset (defaults: the config schema). Networks run on the CPU.
 
 
 rule topology_layers:

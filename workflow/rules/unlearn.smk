@@ -1,7 +1,7 @@
 # Class unlearning by editing the Koopman operator (docs/method.md section 8): one edit per dataset, target
 # class and KAE seed (at the main isometry weight), the two baselines that retrain or fine-tune the base
 # network without the class, the trade-off study, and the tables. Settings: the optional `unlearn`
-# block of a dataset (defaults in kaepipe.unlearn.DEFAULTS).
+# block of a dataset (defaults: the config schema; no block, no unlearning).
 
 
 wildcard_constraints:

@@ -282,7 +282,7 @@ class EnsembleMemberDivergedError(TrainingDivergedError):
 
 
 def clip_grad_norm_members(params: Sequence[torch.Tensor], max_norm: float) -> None:
-    """torch's `clip_grad_norm_` (the single loops' clipping) for each member: its global norm over its own slices (no sync)."""
+    """torch's `clip_grad_norm_` (the single loops' clipping) for each member: its norm over its own slices."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
