@@ -23,6 +23,7 @@ import pandas as pd
 from kaepipe.errors import DataError
 from kaepipe.io import atomic_path, read_parquet, write_parquet
 from kaepipe.published import MNIST_PAPER_TRAIN, paper_eps
+from kaepipe.registry import Registry
 
 # --------------------------------------------------------------------------------------------
 # The registry
@@ -57,23 +58,9 @@ class DataSource:
         raise NotImplementedError
 
 
-SOURCES: dict[str, DataSource] = {}
-
-
-def register(source: DataSource) -> DataSource:
-    """Add a data source to the registry (its `name` is the config's `source` value); returns it."""
-    if source.name in SOURCES:
-        raise ValueError(f"data source '{source.name}' is registered already")
-    SOURCES[source.name] = source
-    return source
-
-
-def get_source(name: str) -> DataSource:
-    """The registered data source of that name; the error lists the known ones."""
-    try:
-        return SOURCES[name]
-    except KeyError:
-        raise DataError(f"unknown data source '{name}'; known: {sorted(SOURCES)}") from None
+SOURCES: Registry[DataSource] = Registry("data source", DataError)
+register = SOURCES.register  # register(DataSource(...)): the config's `source` value is its name
+get_source = SOURCES.lookup  # the registered source of a name; the error lists the known ones
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from kaepipe.nn.checkpoints import model_config, state_dict_for_save
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP
 from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
+from kaepipe.registry import Registry
 from kaepipe.settings import TARGET_MODES, unlearn_settings
 from kaepipe.tensor_io import decode_metadata, load_safetensors, save_safetensors
 
@@ -265,21 +266,9 @@ class UnlearningMethod:
         return problem.edit(target_class, **settings)
 
 
-UNLEARNING_METHODS: dict[str, UnlearningMethod] = {}
-
-
-def register_method(method: UnlearningMethod) -> UnlearningMethod:
-    if method.name in UNLEARNING_METHODS:
-        raise ValueError(f"unlearning method '{method.name}' is registered already")
-    UNLEARNING_METHODS[method.name] = method
-    return method
-
-
-def get_method(name: str) -> UnlearningMethod:
-    try:
-        return UNLEARNING_METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown unlearning method '{name}'; known: {sorted(UNLEARNING_METHODS)}") from None
+UNLEARNING_METHODS: Registry[UnlearningMethod] = Registry("unlearning method")
+register_method = UNLEARNING_METHODS.register
+get_method = UNLEARNING_METHODS.lookup
 
 
 register_method(UnlearningMethod(
@@ -417,14 +406,8 @@ class Baseline:
     doc: str = ""
 
 
-BASELINE_METHODS: dict[str, Baseline] = {}
-
-
-def register_baseline(b: Baseline) -> Baseline:
-    if b.name in BASELINE_METHODS:
-        raise ValueError(f"unlearning baseline '{b.name}' is registered already")
-    BASELINE_METHODS[b.name] = b
-    return b
+BASELINE_METHODS: Registry[Baseline] = Registry("unlearning baseline")
+register_baseline = BASELINE_METHODS.register
 
 
 def _finetune_config(ds: Mapping) -> TrainConfig:
@@ -442,9 +425,7 @@ register_baseline(Baseline("finetune", _finetune_config, lambda _ds, base, _n: c
 
 def baseline_train_config(ds: Mapping, kind: str) -> TrainConfig:
     """Training settings of a baseline (the base network's for `retrain`, the short run for `finetune`)."""
-    if kind not in BASELINE_METHODS:
-        raise ConfigError(f"unknown unlearning baseline '{kind}'; expected one of {sorted(BASELINE_METHODS)}")
-    return BASELINE_METHODS[kind].train_config(ds)
+    return BASELINE_METHODS.lookup(kind).train_config(ds)
 
 
 def unlearn_baseline(ds: Mapping, kind: str, target_class: int, base_model, x_train: np.ndarray,

@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "kaepipe"
 
 LAYERS = {
-    "foundations": ["kaepipe.errors", "kaepipe.config", "kaepipe.io", "kaepipe.tensor_io", "kaepipe.published"],
+    "foundations": ["kaepipe.errors", "kaepipe.config", "kaepipe.io", "kaepipe.tensor_io", "kaepipe.published",
+                    "kaepipe.registry"],
     "library": ["kaepipe.linalg", "kaepipe.data", "kaepipe.settings", "kaepipe.nn", "kaepipe.represent", "kaepipe.evaluate",
                 "kaepipe.topology", "kaepipe.unlearn", "kaepipe.model"],
     "report": ["kaepipe.report"],

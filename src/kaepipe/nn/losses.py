@@ -20,6 +20,7 @@ from torch import nn
 
 from kaepipe.errors import ConfigError
 from kaepipe.nn.isometry import isometry_loss
+from kaepipe.registry import Registry
 
 
 def distance_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -93,15 +94,8 @@ class LossTerm:
     doc: str = ""
 
 
-TERMS: dict[str, LossTerm] = {}
-
-
-def register_term(term: LossTerm) -> LossTerm:
-    """Add a loss term to the registry (its name is its key in `kae.loss_weights` and in the curves)."""
-    if term.name in TERMS or term.name == "total":
-        raise ValueError(f"loss term '{term.name}' is registered already (or reserved)")
-    TERMS[term.name] = term
-    return term
+TERMS: Registry[LossTerm] = Registry("loss term", reserved=("total",))
+register_term = TERMS.register  # its name is its key in `kae.loss_weights` and in the loss curves
 
 
 def variance(x: torch.Tensor) -> torch.Tensor:
