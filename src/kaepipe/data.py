@@ -57,6 +57,11 @@ class DataSource:
         """One split of the configured dataset `ds` as float32 features (n, d) and int64 labels (n,)."""
         raise NotImplementedError
 
+    def inputs(self, root: str | Path | None, cache_dir: str | Path, split: str) -> list[str]:
+        """The files a split is built from (the dataset rule's inputs: a changed file reruns the split);
+        none for a generated source."""
+        return []
+
 
 SOURCES: Registry[DataSource] = Registry("data source", DataError)
 register = SOURCES.register  # register(DataSource(...)): the config's `source` value is its name
@@ -252,6 +257,9 @@ class IdxSource(DataSource):
     def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
                 hint: str | None = None, download: bool = True) -> Path:
         return prepare_idx_root(self.name, root, cache_dir, splits, hint=hint, download=download)
+
+    def inputs(self, root: str | Path | None, cache_dir: str | Path, split: str) -> list[str]:
+        return idx_inputs(self.name, root, cache_dir, split)
 
     def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
         if root is None:

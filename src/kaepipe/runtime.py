@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,7 @@ def rule_context(smk: Any, uses_torch: bool = True) -> Iterator[tuple[logging.Lo
         device = configure_torch(smk.threads, smk.config.get("device", "auto"))
     logger.info("rule %s, wildcards %s, %d thread(s), device %s", smk.rule, dict(smk.wildcards),
                 smk.threads, device)
-    outputs = [str(f) for f in smk.output] if isinstance(getattr(smk, "output", None), Iterable) else []
-    for tmp in remove_stale_temporaries(outputs):  # left by an earlier run of this job, killed
+    for tmp in remove_stale_temporaries([str(f) for f in smk.output]):  # left by an earlier run of this job, killed
         logger.info("removed %s, left by a killed writer", tmp)
     try:
         yield logger, device

@@ -2,7 +2,7 @@
 from kaepipe.config import config_subset, dataset_config
 from kaepipe.settings import check_config, validate_config
 from kaepipe.stages import paths as P
-from kaepipe.data import idx_inputs
+from kaepipe.data import get_source
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -53,14 +53,11 @@ def ds_params(dataset, *keys, drop=()):
 
 def source_files(wildcards):
     """Input function of the dataset rule: the IDX files (and MD5SUMS) a split is read from (none for Yin-Yang),
-    so a changed or damaged file reruns the split and what depends on it (kaepipe.data.idx_inputs).
+    so a changed or damaged file reruns the split and what depends on it (DataSource.inputs).
     """
     ds = dataset_config(config, wildcards.dataset)
-    return idx_inputs(
-        ds["source"],
-        ds["root"],
-        config.get("cache_dir", "results/cache"),
-        wildcards.split,
+    return get_source(ds["source"]).inputs(
+        ds["root"], config.get("cache_dir", "results/cache"), wildcards.split
     )
 
 

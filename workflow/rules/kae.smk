@@ -81,13 +81,13 @@ if SINGLE_KAE_DATASETS:
     rule surrogate_accuracy:
         """Classify through the KAE (L0 -> phi -> K^k -> psi -> output layer) under every protocol."""
         input:
-            kae=P.KAE_MODEL,
+            kae=[P.KAE_MODEL],  # a list, as in a pack: the script takes lists
             base=P.BASE_MODEL,
             preprocessing=P.PREPROCESSING,
             train=P.partial(P.REPS, split="train"),
             test=P.partial(P.REPS, split="test"),
         output:
-            P.KAE_ACCURACY,
+            [P.KAE_ACCURACY],
         log:
             "results/logs/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.log",
         benchmark:

@@ -17,14 +17,14 @@ if UNLEARN_DATASETS and SINGLE_KAE_DATASETS:
     rule unlearn_edit:
         """Edit the KAE's k-step operator to forget one class (every configured method); evaluate before/after."""
         input:
-            kae=P.KAE_MODEL,
+            kae=[P.KAE_MODEL],  # a list, as in a pack: the script takes lists
             base=P.BASE_MODEL,
             preprocessing=P.PREPROCESSING,
             train=P.partial(P.REPS, split="train"),
             test=P.partial(P.REPS, split="test"),
         output:
-            json=P.EDIT,
-            model=P.EDITED_MODEL,
+            json=[P.EDIT],
+            model=[P.EDITED_MODEL],
         log:
             "results/logs/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.log",
         benchmark:
@@ -40,19 +40,20 @@ if UNLEARN_DATASETS and SINGLE_KAE_DATASETS:
             gpu=1,
         params:
             ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
+            targets=lambda w: [int(w.target)],
         script:
             "../scripts/unlearn_edit.py"
 
     rule unlearn_study:
         """The trade-off study of one edit: target vs retained accuracy over targets x reg x strength x rank."""
         input:
-            kae=P.KAE_MODEL,
+            kae=[P.KAE_MODEL],  # a list, as in a pack: the script takes lists
             base=P.BASE_MODEL,
             preprocessing=P.PREPROCESSING,
             train=P.partial(P.REPS, split="train"),
             test=P.partial(P.REPS, split="test"),
         output:
-            P.STUDY,
+            [P.STUDY],
         log:
             "results/logs/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.log",
         benchmark:
@@ -68,6 +69,7 @@ if UNLEARN_DATASETS and SINGLE_KAE_DATASETS:
             gpu=1,
         params:
             ds=ds_subset("base", "kae", "unlearn", drop=("unlearn.baselines",)),
+            targets=lambda w: [int(w.target)],
         script:
             "../scripts/unlearn_study.py"
 

@@ -1,14 +1,10 @@
-"""Edit KAE k-step operators to forget a class and evaluate the surrogate before and after: one edit, or
-every edit of a dataset (a pack: the lists of KAEs, targets and outputs run in order)."""
+"""Edit KAE k-step operators to forget a class and evaluate the surrogate before and after: every edit the
+rule lists (one, or all of a dataset's in a pack)."""
 from kaepipe.runtime import rule_context
-from kaepipe.stages.unlearn import run_unlearn_edit
+from kaepipe.stages.unlearn import run_unlearn_edits
 
 with rule_context(snakemake) as (log, device):
-    inp, out, params = snakemake.input, snakemake.output, snakemake.params
-    packed = not isinstance(inp.kae, str)
-    kaes = list(inp.kae) if packed else [inp.kae]
-    targets = list(params.targets) if packed else [int(snakemake.wildcards.target)]
-    jsons, models = (list(out.json), list(out.model)) if packed else ([out.json], [out.model])
-    for kae, target, json_path, model_path in zip(kaes, targets, jsons, models, strict=True):
-        run_unlearn_edit(params.ds, int(target), kae, inp.base, inp.preprocessing, {"train": inp.train, "test": inp.test},
-                         json_path, model_path, device, log=log.info)
+    inp, out = snakemake.input, snakemake.output
+    edits = list(zip(snakemake.params.targets, inp.kae, out.json, out.model, strict=True))
+    run_unlearn_edits(snakemake.params.ds, edits, inp.base, inp.preprocessing, {"train": inp.train, "test": inp.test},
+                      device, log=log.info)

@@ -192,8 +192,9 @@ class KoopmanAutoencoder(nn.Module):
 
     @torch.no_grad()
     def iterates(self, x0: np.ndarray, batch_size: int = 4096) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (t, psi(phi(x0) O_t) as float64 (n, q)) for t = 0..k, on the CPU, one t at a time."""
-        model = self.cpu().eval()
+        """Yield (t, psi(phi(x0) O_t) as float64 (n, q)) for t = 0..k, on the CPU, one t at a time (a model
+        on another device is copied to the CPU; the model itself is left where it is)."""
+        model = self if self.encoder[0].weight.device.type == "cpu" else copy.deepcopy(self).cpu()
         z = torch.cat([model.encode(torch.as_tensor(x0[s:s + batch_size], dtype=torch.float32))
                        for s in range(0, len(x0), batch_size)])
         for t in range(model.cfg.k + 1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,8 @@ def run_kae_pack(ds: Mapping, members: Sequence[tuple[float, int]], reps_train: 
     seconds = time.perf_counter() - t0
     log(f"pack trained in {seconds:.1f}s ({seconds / len(members):.1f}s per KAE)")
     pack = {"members": len(members), "seconds": seconds}
-    return [_write_member(ds, kae, ens.member(i), curves[i], x0_t, xl_t, lambdas[i], seeds[i], train_cfg,
+    return [_write_member(ds, kae, ens.member(i), curves[i], x0_t, xl_t, lambdas[i], seeds[i],
+                          replace(train_cfg, seed=seeds[i]),  # each member's own seed in its metadata
                           seconds / len(members), outputs[i], device, log, pack)
             for i in range(len(members))]
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.spatial  # noqa: F401  (the edits' nearest-neighbour search: imported before any timing)
 import torch
 
 from kaepipe.config import merged
@@ -14,6 +17,7 @@ from kaepipe.data import read_split
 from kaepipe.evaluate import Surrogate, accuracy_report, evaluate_model, surrogate_predictions
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.nn.checkpoints import base_expectation, kae_expectation, load_base_model, load_kae, save_base_model
+from kaepipe.nn.kae import KoopmanAutoencoder
 from kaepipe.represent import load_preprocessing, load_reps
 from kaepipe.settings import STUDY_DEFAULTS, check_target, settings_text, unlearn_settings
 from kaepipe.unlearn import (
@@ -78,68 +82,120 @@ def timed_edit(method: UnlearningMethod, problem: EditProblem, target_class: int
                    "cpu_seconds": float(np.median(cpus)), "repeats": len(walls)}
 
 
+@dataclass
+class EditInputs:
+    """What every edit and study of one dataset shares: the base network, the first and last layers'
+    preprocessing and the representations of the splits (loaded once per job)."""
+
+    base: torch.nn.Module
+    pre: Mapping[int, Any]
+    last: int
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+def load_edit_inputs(ds: Mapping, base_path: str, preprocessing: str, reps: Mapping[str, str]) -> EditInputs:
+    """The shared inputs of a dataset's edits: the training split (the edits are fitted on it) and the
+    splits of the evaluation protocols."""
+    base = load_base_model(base_path, base_expectation(ds))
+    last = base.cfg.blocks
+    needed = {"train", *ds["evaluation"].values()}
+    return EditInputs(base, load_preprocessing(preprocessing, [0, last]), last,
+                      {s: load_reps(p) for s, p in reps.items() if s in needed})
+
+
 def run_unlearn_edit(ds: Mapping, target_class: int, kae_path: str, base_path: str, preprocessing: str,
                      reps: Mapping[str, str], out_json: str, out_model: str, device: torch.device | None = None,
                      log: Callable[[str], None] = print) -> dict:
     """Edit one KAE to forget one class with every configured method; surrogate accuracy before and after."""
+    return run_unlearn_edits(ds, [(target_class, kae_path, out_json, out_model)], base_path, preprocessing, reps,
+                             device, log)[0]
 
-    check_target(ds, target_class)
-    u = unlearn_settings(ds)
+
+def run_unlearn_edits(ds: Mapping, edits: Sequence[tuple[int, str, str, str]], base_path: str, preprocessing: str,
+                      reps: Mapping[str, str], device: torch.device | None = None,
+                      log: Callable[[str], None] = print) -> list[dict]:
+    """Every edit of a list (target class, KAE file, output JSON, output model) of one dataset: the base
+    network and the data are loaded once, each KAE's preparation (observables, operator, Gram matrices,
+    accuracy before the edit) is done once for all its target classes."""
+    for target_class, *_ in edits:
+        check_target(ds, target_class)
     device = device or torch.device("cpu")
+    inputs = load_edit_inputs(ds, base_path, preprocessing, reps)
+    prepared: dict[str, _PreparedKAE] = {}
+    out = []
+    for target_class, kae_path, out_json, out_model in edits:
+        if kae_path not in prepared:
+            prepared[kae_path] = _prepare_kae(ds, kae_path, inputs, device)
+        out.append(_edit_one(ds, target_class, prepared[kae_path], inputs, out_json, out_model, device, log))
+    return out
+
+
+@dataclass
+class _PreparedKAE:
+    """One KAE's share of its edits: the model, its metadata, the edit problem and the accuracy before."""
+
+    path: str
+    kae: KoopmanAutoencoder
+    meta: Mapping[str, Any]
+    problem: EditProblem
+    prepare_seconds: float
+    before: Mapping[str, dict]
+    head: Surrogate
+
+
+def _reports(ds: Mapping, model: KoopmanAutoencoder, inputs: EditInputs, device: torch.device) -> dict:
+    pre, last = inputs.pre, inputs.last
+    return {s: accuracy_report(surrogate_predictions(model, inputs.base, pre[0], pre[last], L[0], device), y,
+                               ds["classes"])
+            for s, (L, y) in inputs.data.items() if s in ds["evaluation"].values()}
+
+
+def _prepare_kae(ds: Mapping, kae_path: str, inputs: EditInputs, device: torch.device) -> _PreparedKAE:
     kae, meta = load_kae(kae_path, kae_expectation(ds["kae"]))
-    base = load_base_model(base_path, base_expectation(ds))
-    last = base.cfg.blocks
-    pre = load_preprocessing(preprocessing, [0, last])
-    needed = {"train", *ds["evaluation"].values()}  # the edit is fitted on train; protocols read their split
-    data = {s: load_reps(p) for s, p in reps.items() if s in needed}
-    layers_train, labels = data["train"]
-    n_classes = ds["classes"]
-
-    import scipy.spatial  # noqa: F401  (imported before any timing)
-
+    layers_train, labels = inputs.data["train"]
     t0 = time.perf_counter()
-    Z = kae.observables(pre[0].apply(layers_train[0]))
-    O = kae.operator_matrix()
-    problem = EditProblem(O, Z, labels)
+    problem = EditProblem(kae.operator_matrix(), kae.observables(inputs.pre[0].apply(layers_train[0])), labels)
     prepare_seconds = time.perf_counter() - t0  # per KAE: observables, operator, Y and the Gram
-    log(f"{ds['name']}: forgetting class {target_class} from KAE {kae_path} (lambda_iso {meta.get('lambda_iso')}, "
-        f"seed {meta.get('seed')}): {int((labels == target_class).sum())} of {len(labels)} training samples, "
-        f"p = {O.shape[0]}; observables, operator and Gram (once per KAE) in {prepare_seconds:.3f}s")
+    return _PreparedKAE(kae_path, kae, meta, problem, prepare_seconds, _reports(ds, kae, inputs, device),
+                        Surrogate.of_resmlp(kae, inputs.base, inputs.pre[inputs.last], device))
 
-    def reports(model) -> dict:
-        return {s: accuracy_report(surrogate_predictions(model, base, pre[0], pre[last], L[0], device), y, n_classes)
-                for s, (L, y) in data.items() if s in ds["evaluation"].values()}
 
-    before = reports(kae)
-    head = Surrogate.of_resmlp(kae, base, pre[last], device)
+def _edit_one(ds: Mapping, target_class: int, k: _PreparedKAE, inputs: EditInputs, out_json: str, out_model: str,
+              device: torch.device, log: Callable[[str], None]) -> dict:
+    u = unlearn_settings(ds)
+    labels = k.problem.labels
+    O, Z = k.problem.O.numpy(), k.problem.Z.numpy()
+    log(f"{ds['name']}: forgetting class {target_class} from KAE {k.path} (lambda_iso {k.meta.get('lambda_iso')}, "
+        f"seed {k.meta.get('seed')}): {int((labels == target_class).sum())} of {len(labels)} training samples, "
+        f"p = {O.shape[0]}; observables, operator and Gram (once per KAE) in {k.prepare_seconds:.3f}s")
     methods, operators = {}, {}
     for method in u["methods"]:
         edit = get_method(method)
         settings = edit.settings(u)
-        O_new, timing = timed_edit(edit, problem, target_class, settings, u["timing_repeats"])
+        O_new, timing = timed_edit(edit, k.problem, target_class, settings, u["timing_repeats"])
         seconds = timing["seconds"]
         operators[method] = O_new
-        after = reports(kae.with_operator(O_new))
-        protocols = {p: {"split": s, **before_after(before[s], after[s], target_class)}
+        after = _reports(ds, k.kae.with_operator(O_new), inputs, device)
+        protocols = {p: {"split": s, **before_after(k.before[s], after[s], target_class)}
                      for p, s in ds["evaluation"].items()}
-        diag = edit_diagnostics(O, O_new, Z, labels, target_class, settings["targets"], head)
+        diag = edit_diagnostics(O, O_new, Z, labels, target_class, settings["targets"], k.head)
         methods[method] = {"settings": settings, "settings_text": settings_text(settings), "edit_seconds": seconds,
                            "edit_cpu_seconds": timing["cpu_seconds"], "edit_seconds_min": timing["seconds_min"],
-                           "timing_repeats": timing["repeats"], "prepare_seconds": prepare_seconds,
+                           "timing_repeats": timing["repeats"], "prepare_seconds": k.prepare_seconds,
                            "protocols": protocols, "diagnostics": diag}
         for p, r in protocols.items():
             log(f"{method} ({settings_text(settings)}), {p} protocol ({r['split']}): target "
                 f"{r['target_before']:.2f} -> {r['target_after']:.2f}, retained {r['retained_before']:.2f} -> "
                 f"{r['retained_after']:.2f}; edit {seconds * 1e3:.1f} ms")
-        log(f"{method} diagnostics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                  for k, v in diag.items() if k != "delta_singular_values"))
+        log(f"{method} diagnostics: " + ", ".join(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}"
+                                                  for key, v in diag.items() if key != "delta_singular_values"))
     prov = provenance({"dataset": ds["name"], "unlearn": u, "kae": ds["kae"], "target_class": target_class})
-    extra = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": meta.get("lambda_iso"),
-             "seed": meta.get("seed"), "source_kae": str(kae_path),
+    extra = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": k.meta.get("lambda_iso"),
+             "seed": k.meta.get("seed"), "source_kae": str(k.path),
              "settings": {m: methods[m]["settings"] for m in methods}, "provenance": prov}
-    save_edited(kae, operators, out_model, extra)
-    out = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": meta.get("lambda_iso"),
-           "seed": meta.get("seed"), "n_forget": int((labels == target_class).sum()), "n_train": len(labels),
+    save_edited(k.kae, operators, out_model, extra)
+    out = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": k.meta.get("lambda_iso"),
+           "seed": k.meta.get("seed"), "n_forget": int((labels == target_class).sum()), "n_train": len(labels),
            "latent": int(O.shape[0]), "device": str(device), "methods": methods, "provenance": prov}
     write_json(out, out_json)
     return out
@@ -149,20 +205,32 @@ def run_unlearn_study(ds: Mapping, target_class: int, kae_path: str, base_path: 
                       reps: Mapping[str, str], out_parquet: str, device: torch.device | None = None,
                       log: Callable[[str], None] = print):
     """The trade-off study of one KAE and target class: every combination of the `unlearn.study` grid."""
+    return run_unlearn_studies(ds, [(target_class, kae_path, out_parquet)], base_path, preprocessing, reps,
+                               device, log)[0]
 
 
-    check_target(ds, target_class)
+def run_unlearn_studies(ds: Mapping, studies: Sequence[tuple[int, str, str]], base_path: str, preprocessing: str,
+                        reps: Mapping[str, str], device: torch.device | None = None,
+                        log: Callable[[str], None] = print) -> list[pd.DataFrame]:
+    """Every study of a list (target class, KAE file, output Parquet) of one dataset, the base network and
+    the data loaded once."""
+    for target_class, *_ in studies:
+        check_target(ds, target_class)
+    device = device or torch.device("cpu")
+    inputs = load_edit_inputs(ds, base_path, preprocessing, reps)
+    return [_study_one(ds, target_class, kae_path, inputs, out_parquet, device, log)
+            for target_class, kae_path, out_parquet in studies]
+
+
+def _study_one(ds: Mapping, target_class: int, kae_path: str, inputs: EditInputs, out_parquet: str,
+               device: torch.device, log: Callable[[str], None]) -> pd.DataFrame:
     u = unlearn_settings(ds)
     grid = merged(STUDY_DEFAULTS, u.get("study") or {})
-    device = device or torch.device("cpu")
     kae, meta = load_kae(kae_path, kae_expectation(ds["kae"]))
-    base = load_base_model(base_path, base_expectation(ds))
-    last = base.cfg.blocks
-    pre = load_preprocessing(preprocessing, [0, last])
-    data = {s: load_reps(p) for s, p in reps.items()}
+    pre, data = inputs.pre, inputs.data
     layers_train, labels = data["train"]
     problem = EditProblem(kae.operator_matrix(), kae.observables(pre[0].apply(layers_train[0])), labels)
-    head = Surrogate.of_resmlp(kae, base, pre[last], device)
+    head = Surrogate.of_resmlp(kae, inputs.base, pre[inputs.last], device)
     rng = np.random.default_rng(grid["seed"])
     evaluation, zs = {}, {}
     for protocol, split in ds["evaluation"].items():

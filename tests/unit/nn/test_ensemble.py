@@ -256,6 +256,7 @@ def test_a_pack_writes_each_members_files_like_a_single_job(tmp_path):
         model, meta = load_kae(out["model"])
         assert isinstance(model, KoopmanAutoencoder) and model.cfg.latent == 5
         assert (meta["lambda_iso"], meta["seed"]) == (lam, seed) == (m["lambda_iso"], m["seed"])
+        assert meta["train"]["seed"] == seed  # the member's own seed, not the pack's first
         assert json.loads(Path(out["metrics"]).read_text())["pack"]["members"] == 3
         assert len(pd.read_parquet(out["losses"])) == 3
     bad = {**ds, "kae": {**ds["kae"], "lr": 1e30}}

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from snakemake.iocontainers import Namedlist
 
 from kaepipe.config import LAMBDA_TAG_PATTERN, lambda_grid_errors, lambda_tag, lambda_value, load_yaml, validate_config
 from kaepipe.errors import ConfigError
@@ -69,7 +70,7 @@ def test_the_training_job_gets_the_configured_weight(monkeypatch, tmp_path):
     smk = SimpleNamespace(
         wildcards=Wildcards(lam=lambda_tag(0.1000001), seed="21"), log=[str(tmp_path / "kae.log")],
         input=SimpleNamespace(reps="r", preprocessing="p"), rule="kae", threads=1, config={"device": "cpu"},
-        output=SimpleNamespace(model="m", losses="l", metrics="j"), params=SimpleNamespace(ds={"name": "d", "kae": kae}))
+        output=Namedlist(fromdict={"model": "m", "losses": "l", "metrics": "j"}), params=SimpleNamespace(ds={"name": "d", "kae": kae}))
     runpy.run_path(str(REPO / "workflow/scripts/kae.py"), init_globals={"snakemake": smk})
     assert seen == [(0.1000001, 21)]
 
