@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kaepipe.network import LayeredNetwork
 from kaepipe.nn.kae import KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP, predict
 from kaepipe.represent import LayerTransform
@@ -38,6 +39,16 @@ def accuracy_report(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> dic
             "macro": round(macro_accuracy(pc), 6),
             "accuracy": round(100.0 * float((np.asarray(pred) == np.asarray(labels)).mean()), 6),
             "n": len(labels)}
+
+
+def remainder(base: LayeredNetwork | ResMLP | nn.Module) -> nn.Module:
+    """The part of a base network after its last recorded layer, taking flattened representations: a
+    LayeredNetwork's head, a ResMLP's output layer, or a module that already is such a head."""
+    if isinstance(base, LayeredNetwork):
+        return base.head
+    if isinstance(base, ResMLP):
+        return base.output_layer
+    return base
 
 
 class NetworkHead:
@@ -72,10 +83,10 @@ class Surrogate:
         self.batch_size = batch_size
 
     @classmethod
-    def of_resmlp(cls, kae: KoopmanAutoencoder, base: ResMLP, pre_last: LayerTransform,
-                  device: torch.device | None = None, batch_size: int = 4096) -> Surrogate:
-        """The surrogate of a ResMLP: its head is the output layer."""
-        return cls(kae, NetworkHead(pre_last, base.output_layer), device, batch_size)
+    def of_network(cls, kae: KoopmanAutoencoder, base: LayeredNetwork | ResMLP | nn.Module, pre_last: LayerTransform,
+                   device: torch.device | None = None, batch_size: int = 4096) -> Surrogate:
+        """The surrogate of a base network: its head after the last recorded layer (see `remainder`)."""
+        return cls(kae, NetworkHead(pre_last, remainder(base)), device, batch_size)
 
     @torch.no_grad()
     def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], a: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -100,10 +111,11 @@ class Surrogate:
         return self.output_logits(Y).argmax(1)
 
 
-def surrogate_predictions(kae: KoopmanAutoencoder, base: ResMLP, pre_first: LayerTransform, pre_last: LayerTransform,
+def surrogate_predictions(kae: KoopmanAutoencoder, base: LayeredNetwork | ResMLP | nn.Module, pre_first: LayerTransform,
+                          pre_last: LayerTransform,
                           layer0: np.ndarray, device: torch.device | None = None, batch_size: int = 4096) -> np.ndarray:
-    """Classes predicted through the KAE: L0 -> preprocess -> phi -> O_k -> psi -> undo -> output layer."""
-    return Surrogate.of_resmlp(kae, base, pre_last, device, batch_size).predict(pre_first.apply(layer0))
+    """Classes predicted through the KAE: L0 -> preprocess -> phi -> O_k -> psi -> undo -> the network's head."""
+    return Surrogate.of_network(kae, base, pre_last, device, batch_size).predict(pre_first.apply(layer0))
 
 
 def evaluate_model(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, n_classes: int,

@@ -106,10 +106,8 @@ def record(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size:
     was_training = model.training
     model.eval()
     try:
-        batches = 0
-        for start in range(0, len(x), batch_size):
+        for batches, start in enumerate(range(0, len(x), batch_size), start=1):
             model(x[start:start + batch_size])
-            batches += 1
             for name, c in zip(layers, calls):
                 if c != batches:
                     raise NetworkError(f"module {name!r} ran {c - batches + 1} times in one forward pass; name a "
@@ -238,6 +236,17 @@ class LayeredNetwork:
 
     def __init__(self, module: nn.Module, layers: Sequence[str], head: FlatHead, shapes: Sequence[tuple[int, ...]]):
         self.module, self.layers, self.head, self.shapes = module, list(layers), head, [tuple(s) for s in shapes]
+
+    @classmethod
+    def with_shapes(cls, module: nn.Module, layers: Sequence[str], shapes: Sequence[Sequence[int]],
+                    head: HeadLike | None = None) -> LayeredNetwork:
+        """Wrap a network whose layer shapes are known (e.g. from its checkpoint), without an example batch:
+        the head is cut from its fx graph unless given. Nothing is run: check it with `check_head`."""
+        layers = check_layers(module, layers)
+        if len(shapes) != len(layers):
+            raise NetworkError(f"{len(shapes)} layer shapes for {len(layers)} layers {layers}")
+        remainder = head if head is not None else head_after(module, layers[-1])
+        return cls(module, layers, FlatHead(remainder, shapes[-1]), shapes)
 
     @classmethod
     def from_module(cls, module: nn.Module, layers: Sequence[str], example: torch.Tensor,

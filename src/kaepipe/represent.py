@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kaepipe.errors import DataError
-from kaepipe.nn.resmlp import record_layers
+from kaepipe.errors import ConfigError, DataError
+from kaepipe.network import LayeredNetwork
 from kaepipe.tensor_io import load_safetensors, load_torch, save_safetensors
 
 
@@ -64,6 +64,11 @@ def fit_preprocessing(layers: Sequence[np.ndarray], pca_dim: int | None = None,
             raise DataError("a layer's training representations are constant; cannot scale them")
         projected.append(a / scale)
         partial.append((mean, v, scale))
+    q_first, q_last = projected[0].shape[1], projected[-1].shape[1]
+    if q_first != q_last:
+        raise ConfigError(f"the first and the last layer preprocess to {q_first} and {q_last} dimensions, but the KAE "
+                          f"maps one space to itself: set preprocess.pca_dim to at most {min(q_first, q_last)} "
+                          "(the smaller of the two layers' widths)")
     anchor = projected[-1]
     out = []
     for i, (a, (mean, v, scale)) in enumerate(zip(projected, partial)):
@@ -111,12 +116,17 @@ def load_preprocessing(path: str | Path, layers: Sequence[int] | None = None) ->
 
 
 def reps_frame(layers: Sequence[np.ndarray], labels: np.ndarray, prefix: str = "h") -> pd.DataFrame:
-    """Long table of representations: one row per sample and layer, `sample`, `label`, `layer`, h0..."""
+    """Long table of representations: one row per sample and layer, `sample`, `label`, `layer`, h0...
+
+    Layers of different widths share the columns h0..h{max width - 1}; a narrower layer's extra columns are NaN.
+    """
     n = len(labels)
-    width = layers[0].shape[1]
-    if any(l.shape != (n, width) for l in layers):
-        raise ValueError("all layers must have shape (n_samples, width)")
-    stacked = np.concatenate([np.asarray(l, dtype=np.float32) for l in layers])
+    width = max(l.shape[1] for l in layers)
+    if any(l.ndim != 2 or l.shape[0] != n for l in layers):
+        raise ValueError("every layer must have shape (n_samples, width)")
+    stacked = np.full((n * len(layers), width), np.nan, dtype=np.float32)
+    for i, l in enumerate(layers):
+        stacked[i * n:(i + 1) * n, :l.shape[1]] = l
     df = pd.DataFrame(stacked, columns=[f"{prefix}{i}" for i in range(width)])
     df.insert(0, "layer", np.repeat(np.arange(len(layers), dtype=np.int64), n))
     df.insert(0, "label", np.tile(labels.astype(np.int64), len(layers)))
@@ -124,30 +134,39 @@ def reps_frame(layers: Sequence[np.ndarray], labels: np.ndarray, prefix: str = "
     return df
 
 
-def layer_tensors(model, x: np.ndarray, device: torch.device) -> np.ndarray:
-    """Representations L0..LB of a frozen network for inputs x, stacked as float32 (layers, n, width)."""
-
-    model = model.to(device).eval()
-    layers = record_layers(model, torch.as_tensor(x, device=device))
-    return torch.stack(layers).cpu().numpy().astype(np.float32)
+def layer_tensors(net: LayeredNetwork, x: np.ndarray, device: torch.device) -> list[np.ndarray]:
+    """Representations L0..Lm of a frozen network for inputs x, flattened: one float32 (n, width_l) array per
+    layer."""
+    return [a.cpu().numpy().astype(np.float32) for a in net.to(device).record(torch.as_tensor(x, device=device))]
 
 
-def load_reps(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Raw layer representations (layers, n, width) and labels from a `.pt` file of the reps rule."""
+def load_reps(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """Raw layer representations (one (n, width_l) array per layer) and labels from a `.pt` file of the reps
+    rule: 'layers' is a (layers, n, width) float tensor, or a list of (n, width_l) ones when widths differ."""
 
     obj = load_torch(path)
     if not isinstance(obj, dict) or "layers" not in obj or "labels" not in obj:
         raise DataError(f"{path}: expected a dict with 'layers' and 'labels'")
     layers, labels = obj["layers"], obj["labels"]
-    if not isinstance(layers, torch.Tensor) or layers.ndim != 3 or not layers.is_floating_point():
-        raise DataError(f"{path}: 'layers' must be a float tensor (layers, n, width), got "
-                        f"{_describe(layers)}")
+    if isinstance(layers, list | tuple):
+        bad = [i for i, a in enumerate(layers) if not isinstance(a, torch.Tensor) or a.ndim != 2
+               or not a.is_floating_point()]
+        if not layers or bad:
+            raise DataError(f"{path}: 'layers' must be float tensors (n, width) per layer; layer(s) {bad} are "
+                            f"{[_describe(layers[i]) for i in bad]}" if layers else f"{path}: 'layers' is empty")
+        arrays = [a.numpy() for a in layers]
+    elif isinstance(layers, torch.Tensor) and layers.ndim == 3 and layers.is_floating_point():
+        arrays = list(layers.numpy())
+    else:
+        raise DataError(f"{path}: 'layers' must be a float tensor (layers, n, width) or a list of (n, width) "
+                        f"tensors, got {_describe(layers)}")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
         raise DataError(f"{path}: 'labels' must be an integer tensor (n,), got {_describe(labels)}")
-    if len(labels) != layers.shape[1] or min(layers.shape) < 1:
-        raise DataError(f"{path}: 'layers' {tuple(layers.shape)} (layers, n, width) and 'labels' "
+    shapes = [tuple(a.shape) for a in arrays]
+    if any(s[0] != len(labels) or min(s) < 1 for s in shapes):
+        raise DataError(f"{path}: 'layers' {shapes} (n, width per layer) and 'labels' "
                         f"{tuple(labels.shape)} (n,) do not agree")
-    return layers.numpy(), labels.numpy()
+    return arrays, labels.numpy()
 
 
 def _describe(obj) -> str:

@@ -20,9 +20,9 @@ from torch import nn
 
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.evaluate import Surrogate, per_class_accuracy
-from kaepipe.nn.checkpoints import model_config, state_dict_for_save
+from kaepipe.nn.base import build_base
+from kaepipe.nn.checkpoints import state_dict_for_save
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
-from kaepipe.nn.resmlp import ResMLP
 from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
 from kaepipe.registry import Registry
 from kaepipe.settings import TARGET_MODES, unlearn_settings
@@ -417,7 +417,7 @@ def _finetune_config(ds: Mapping) -> TrainConfig:
 
 
 register_baseline(Baseline("retrain", lambda ds: TrainConfig.from_dict(dict(ds["base"])),
-                           lambda ds, _base, n_in: ResMLP(model_config(ds, n_in)),
+                           lambda ds, _base, n_in: build_base(ds, n_in),
                            "the gold standard: the base network trained again without the class"))
 register_baseline(Baseline("finetune", _finetune_config, lambda _ds, base, _n: copy.deepcopy(base),
                            "the trained base network fine-tuned for a few epochs on the retained classes"))

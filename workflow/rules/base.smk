@@ -1,7 +1,8 @@
 rule base_model:
-    """Train the dataset's base ResMLP classifier and measure its accuracy on every split."""
+    """Train the dataset's base network (the ResMLP or base.network), or take base.weights; measure every split."""
     input:
         unpack(data_paths),
+        weights=base_weights,
     output:
         model=P.BASE_MODEL,
         curve=P.BASE_CURVE,

@@ -61,6 +61,12 @@ def source_files(wildcards):
     )
 
 
+def base_weights(wildcards):
+    """The trained network a dataset starts from (`base.weights`), when given: a changed file reruns the base rule."""
+    weights = dataset_config(config, wildcards.dataset)["base"].get("weights")
+    return [weights] if weights else []
+
+
 def data_paths(wildcards):
     """The dataset's splits (input function)."""
     return {s: P.fill(P.SPLIT, dataset=wildcards.dataset, split=s) for s in SPLITS}

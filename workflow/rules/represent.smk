@@ -21,6 +21,6 @@ rule representations:
         runtime=30,
         gpu=1,
     params:
-        ds=ds_subset("base", "preprocess"),
+        ds=ds_subset("base", "preprocess", "represent"),
     script:
         "../scripts/representations.py"

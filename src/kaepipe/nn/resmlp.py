@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kaepipe.config import DictConfig
+from kaepipe.network import record
 
 
 @dataclass(frozen=True)
@@ -80,27 +81,19 @@ class ResMLP(nn.Module):
         return self.output_layer(self.hidden(x))
 
     @property
+    def layer_names(self) -> list[str]:
+        """The qualified names of the modules whose outputs are L0..LB (kaepipe.network.record takes them)."""
+        return ["input_layer", *(f"blocks.{i}" for i in range(len(self.blocks)))]
+
+    @property
     def layer_modules(self) -> list[nn.Module]:
         """The modules whose outputs are the representations L0..LB."""
         return [self.input_layer, *self.blocks]
 
 
-@torch.no_grad()
 def record_layers(model: ResMLP, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
     """Run the network in eval mode with forward hooks and return the representations L0..LB."""
-    store: list[list[torch.Tensor]] = [[] for _ in model.layer_modules]
-    hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: store[i].append(out.detach()))
-             for i, m in enumerate(model.layer_modules)]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(x), batch_size):
-            model(x[start:start + batch_size])
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return [torch.cat(chunks) for chunks in store]
+    return record(model, model.layer_names, x, batch_size)
 
 
 @torch.no_grad()

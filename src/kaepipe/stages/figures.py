@@ -123,10 +123,10 @@ def topology_points(ds: Mapping, reps_paths: Mapping[str, str], preprocessing: s
 
     split, seed, _ = topology_split(ds)
     raw, labels = load_reps(reps_paths[split])
-    n_layers = raw.shape[0]
+    n_layers = len(raw)
     wanted = [i % n_layers for i in layers]
     pre = load_preprocessing(preprocessing, wanted)
-    idx = subsample(raw.shape[1], points if points is not None else raw.shape[1], seed)
+    idx = subsample(len(labels), points if points is not None else len(labels), seed)
     return {i: pre[i].apply(raw[i][idx]) for i in wanted}, labels[idx]
 
 

@@ -5,32 +5,55 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kaepipe.data import read_split
+from kaepipe.data import read_split, stratified_subset
 from kaepipe.io import provenance, write_parquet
-from kaepipe.nn.checkpoints import base_expectation, load_base_model
+from kaepipe.nn.base import load_base
 from kaepipe.represent import fit_preprocessing, layer_tensors, reps_frame, save_preprocessing
 from kaepipe.tensor_io import save_torch
+
+
+def recorded_subset(ds, split: str, labels: np.ndarray) -> np.ndarray:
+    """The samples of a split whose representations are recorded: all, or for the training split a stratified
+    subset of `represent.train_size` (seeded by `represent.seed`)."""
+    rep = ds.get("represent") or {}
+    size = rep.get("train_size")
+    if split != "train" or size is None or size >= len(labels):
+        return np.arange(len(labels))
+    return np.sort(stratified_subset(labels, int(size), int(rep.get("seed", 0))))
 
 
 def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dict, out_pt: dict,
                         out_preprocessing: str, device: torch.device, log=print) -> None:
     """Record every layer of the frozen base network on each split, write them, and fit the preprocessing."""
 
-    model = load_base_model(model_path, base_expectation(ds))
+    net = load_base(model_path, ds).to(device)
     reps = {}
     for split, path in split_paths.items():
         x, y = read_split(path, ds["classes"], split)
-        reps[split] = (layer_tensors(model, x, device), y)
-        log(f"{split}: {reps[split][0].shape[0]} layers x {reps[split][0].shape[1]} samples x "
-            f"{reps[split][0].shape[2]} features")
+        keep = recorded_subset(ds, split, y)
+        x, y = x[keep], y[keep]
+        if split == "train":  # the head reproduces the network on these inputs (not only on the base rule's)
+            net.check_head(torch.as_tensor(x[:256], device=device), net.record(torch.as_tensor(x[:256], device=device))[-1])
+        reps[split] = (layer_tensors(net, x, device), y)
+        log(f"{split}: {len(reps[split][0])} layers {net.layers} x {len(y)} samples, widths {net.widths}")
     pre = ds.get("preprocess", {})
     transforms = fit_preprocessing(list(reps["train"][0]), pre.get("pca_dim"), pre.get("frobenius", 100.0))
-    prov = provenance({"dataset": ds["name"], "preprocess": pre, "base": ds["base"]})
-    save_preprocessing(transforms, out_preprocessing, {"dataset": ds["name"], "provenance": prov})
+    prov = provenance({"dataset": ds["name"], "preprocess": pre, "base": ds["base"],
+                       "represent": ds.get("represent") or {}})
+    save_preprocessing(transforms, out_preprocessing, {"dataset": ds["name"], "layers": net.layers,
+                                                       "provenance": prov})
     for split, (layers, y) in reps.items():
-        save_torch({"layers": torch.from_numpy(layers), "labels": torch.from_numpy(y)}, out_pt[split])
+        save_torch({"layers": layers_payload(layers), "labels": torch.from_numpy(y)}, out_pt[split])
         write_parquet(reps_frame(list(layers), y), out_parquet[split],
-                      {"dataset": ds["name"], "split": split, "provenance": prov})
+                      {"dataset": ds["name"], "split": split, "layers": net.layers, "provenance": prov})
     last = transforms[-1]
     err = np.abs(last.invert(last.apply(reps["train"][0][-1])) - reps["train"][0][-1]).max()
-    log(f"preprocessing: q = {last.directions.shape[0]}, last-layer inverse max error {err:.2e}")
+    log(f"preprocessing: q = {[t.directions.shape[0] for t in transforms]}, last-layer inverse max error {err:.2e}")
+
+
+def layers_payload(layers: list[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+    """What the reps file stores under 'layers': one (layers, n, width) tensor when every layer has the same
+    width (the ResMLP), else a list of (n, width_l) tensors."""
+    if len({a.shape[1] for a in layers}) == 1:
+        return torch.from_numpy(np.stack(layers))
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in layers]

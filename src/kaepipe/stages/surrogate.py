@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from kaepipe.evaluate import accuracy_report, surrogate_predictions
 from kaepipe.io import write_json
-from kaepipe.nn.checkpoints import base_expectation, kae_expectation, load_base_model, load_kae
+from kaepipe.nn.base import load_base
+from kaepipe.nn.checkpoints import kae_expectation, load_kae
 from kaepipe.represent import load_preprocessing, load_reps
 
 
@@ -20,8 +21,8 @@ def run_surrogate_pack(ds, kae_paths: Sequence[str], base_path: str, preprocessi
                        out_jsons: Sequence[str], device=None, log=print) -> list[dict]:
     """Surrogate accuracy of several KAEs of one dataset (a pack), each written to its own JSON file;
     the base network, the preprocessing and the representations are loaded once."""
-    base = load_base_model(base_path, base_expectation(ds) if "base" in ds else None)
-    last = base.cfg.blocks
+    base = load_base(base_path, ds)
+    last = len(base.layers) - 1
     pre = load_preprocessing(preprocessing, [0, last])
     data = {split: load_reps(path) for split, path in reps.items()}
     return [_surrogate_one(ds, kae_path, base, pre, last, data, out_json, device, log)

@@ -67,12 +67,12 @@ def preprocessed_layers(reps_path: str | Path, preprocessing_path: str | Path, l
     """
 
     raw, labels = load_reps(reps_path)
-    n_layers = raw.shape[0]
+    n_layers = len(raw)
     wanted = list(range(n_layers)) if layers is None else [i % n_layers for i in layers]
     pre = load_preprocessing(preprocessing_path, wanted)
     if len(pre) != len(wanted):
         raise DataError(f"{preprocessing_path}: expected transforms for layers {wanted}")
-    idx = subset_indices(raw.shape[1], points, seed)
+    idx = subset_indices(len(labels), points, seed)
     return {i: pre[i].apply(raw[i][idx]) for i in wanted}, labels[idx], idx
 
 

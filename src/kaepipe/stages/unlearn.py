@@ -16,7 +16,9 @@ from kaepipe.config import merged
 from kaepipe.data import read_split
 from kaepipe.evaluate import Surrogate, accuracy_report, evaluate_model, surrogate_predictions
 from kaepipe.io import provenance, write_json, write_parquet
-from kaepipe.nn.checkpoints import base_expectation, kae_expectation, load_base_model, load_kae, save_base_model
+from kaepipe.network import LayeredNetwork
+from kaepipe.nn.base import explicit_head, load_base, save_base
+from kaepipe.nn.checkpoints import kae_expectation, load_kae
 from kaepipe.nn.kae import KoopmanAutoencoder
 from kaepipe.represent import load_preprocessing, load_reps
 from kaepipe.settings import STUDY_DEFAULTS, check_target, settings_text, unlearn_settings
@@ -41,9 +43,9 @@ def run_unlearn_baseline(ds: Mapping, kind: str, target_class: int, split_paths:
 
     check_target(ds, target_class)
     splits = {s: read_split(p, ds["classes"], s) for s, p in split_paths.items()}
-    base = load_base_model(base_path, base_expectation(ds))
-    before = {s: evaluate_model(base, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
-    model, timing = unlearn_baseline(ds, kind, target_class, base, *splits["train"], device, log)
+    base = load_base(base_path, ds)
+    before = {s: evaluate_model(base.module, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
+    model, timing = unlearn_baseline(ds, kind, target_class, base.module, *splits["train"], device, log)
     after = {s: evaluate_model(model, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
     protocols = {p: {"split": s, **before_after(before[s], after[s], target_class)}
                  for p, s in ds["evaluation"].items()}
@@ -55,8 +57,9 @@ def run_unlearn_baseline(ds: Mapping, kind: str, target_class: int, split_paths:
     out = {"dataset": ds["name"], "method": kind, "target_class": target_class, "seconds": timing["seconds"],
            "cpu_seconds": timing["cpu_seconds"],
            "train": cfg.to_dict(), "device": str(device), "protocols": protocols, "provenance": prov}
-    save_base_model(model.cpu(), out_model, {"dataset": ds["name"], "unlearning_baseline": kind,
-                                             "target_class": target_class, "train": cfg.to_dict(), "provenance": prov})
+    trained = LayeredNetwork.with_shapes(model.cpu(), base.layers, base.shapes, explicit_head(ds, model))
+    save_base(trained, ds, out_model, {"dataset": ds["name"], "unlearning_baseline": kind,
+                                       "target_class": target_class, "train": cfg.to_dict(), "provenance": prov})
     write_json(out, out_json)
     return out
 
@@ -87,7 +90,7 @@ class EditInputs:
     """What every edit and study of one dataset shares: the base network, the first and last layers'
     preprocessing and the representations of the splits (loaded once per job)."""
 
-    base: torch.nn.Module
+    base: LayeredNetwork
     pre: Mapping[int, Any]
     last: int
     data: Mapping[str, tuple[np.ndarray, np.ndarray]]
@@ -96,8 +99,8 @@ class EditInputs:
 def load_edit_inputs(ds: Mapping, base_path: str, preprocessing: str, reps: Mapping[str, str]) -> EditInputs:
     """The shared inputs of a dataset's edits: the training split (the edits are fitted on it) and the
     splits of the evaluation protocols."""
-    base = load_base_model(base_path, base_expectation(ds))
-    last = base.cfg.blocks
+    base = load_base(base_path, ds)
+    last = len(base.layers) - 1
     needed = {"train", *ds["evaluation"].values()}
     return EditInputs(base, load_preprocessing(preprocessing, [0, last]), last,
                       {s: load_reps(p) for s, p in reps.items() if s in needed})
@@ -157,7 +160,7 @@ def _prepare_kae(ds: Mapping, kae_path: str, inputs: EditInputs, device: torch.d
     problem = EditProblem(kae.operator_matrix(), kae.observables(inputs.pre[0].apply(layers_train[0])), labels)
     prepare_seconds = time.perf_counter() - t0  # per KAE: observables, operator, Y and the Gram
     return _PreparedKAE(kae_path, kae, meta, problem, prepare_seconds, _reports(ds, kae, inputs, device),
-                        Surrogate.of_resmlp(kae, inputs.base, inputs.pre[inputs.last], device))
+                        Surrogate.of_network(kae, inputs.base, inputs.pre[inputs.last], device))
 
 
 def _edit_one(ds: Mapping, target_class: int, k: _PreparedKAE, inputs: EditInputs, out_json: str, out_model: str,
@@ -230,7 +233,7 @@ def _study_one(ds: Mapping, target_class: int, kae_path: str, inputs: EditInputs
     pre, data = inputs.pre, inputs.data
     layers_train, labels = data["train"]
     problem = EditProblem(kae.operator_matrix(), kae.observables(pre[0].apply(layers_train[0])), labels)
-    head = Surrogate.of_resmlp(kae, inputs.base, pre[inputs.last], device)
+    head = Surrogate.of_network(kae, inputs.base, pre[inputs.last], device)
     rng = np.random.default_rng(grid["seed"])
     evaluation, zs = {}, {}
     for protocol, split in ds["evaluation"].items():

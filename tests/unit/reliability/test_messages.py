@@ -60,7 +60,7 @@ def test_reps_of_any_wrong_shape_are_refused_naming_the_file(tmp_path_factory, s
 
 def test_reps_with_a_non_tensor_is_refused(tmp_path):
     save_torch({"layers": [1, 2], "labels": torch.zeros(2, dtype=torch.int64)}, tmp_path / "r.pt")
-    with pytest.raises(DataError, match=r"r\.pt: 'layers' must be a float tensor \(layers, n, width\), got list"):
+    with pytest.raises(DataError, match=r"r\.pt: 'layers' must be float tensors \(n, width\) per layer; layer\(s\) \[0, 1\] are \['int', 'int'\]"):
         load_reps(tmp_path / "r.pt")
 
 
