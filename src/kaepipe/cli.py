@@ -43,7 +43,7 @@ def build_splits(config: dict, name: str, splits: Sequence[str], hint: str | Non
     root = None
     hint = hint or f"the `{ds['source']}_root` key of the config file"
     root = get_source(ds["source"]).prepare(ds.get("root"), config.get("cache_dir", "results/cache"), list(splits),
-                                            hint=hint)
+                                            hint=hint, ds=ds)
     return {s: make_split(ds, s, root) for s in splits}
 
 

@@ -1,5 +1,6 @@
 """Data sources: a registry of how to build a dataset's splits (Yin-Yang generator, IDX files of MNIST and
-Fashion-MNIST with checksums and downloads), their classes, and how to show and measure them.
+Fashion-MNIST with checksums and downloads, any data set's arrays in an .npz or Parquet file), their classes,
+and how to show and measure them.
 
 A new source is one `DataSource` subclass or instance passed to :func:`register` (in this module or in a
 module that imports it), its name in the config schema's `source` enum, and a config block.
@@ -12,6 +13,7 @@ import hashlib
 import shutil
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kaepipe.errors import DataError
+from kaepipe.errors import ConfigError, DataError
 from kaepipe.io import atomic_path, read_parquet, write_parquet
 from kaepipe.published import MNIST_PAPER_TRAIN, paper_eps
 from kaepipe.registry import Registry
@@ -39,7 +41,7 @@ class DataSource:
     """
 
     name: str
-    classes: int
+    classes: int | None  # None: the dataset's `classes` key (a source without a fixed number of classes)
     class_names: tuple[str, ...] | None = None
     palette: tuple[str, ...] | None = None
     default_eps: Mapping[str, float] | None = field(default=None, hash=False)
@@ -47,19 +49,21 @@ class DataSource:
     train_size: int | None = None  # training points of the source's files (`splits.train.size: null` takes all)
 
     def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
-                hint: str | None = None, download: bool = True) -> Path | None:
-        """The verified folder the splits are read from (None for a generated source); `hint` says how the
-        user passes the folder (for the error when it is missing); `download`: fetch missing files (else
-        the cache must hold them already)."""
+                hint: str | None = None, download: bool = True, *, ds: Mapping | None = None) -> Path | None:
+        """The verified folder (or file) the splits are read from (None for a generated source); `hint` says
+        how the user passes the folder (for the error when it is missing); `download`: fetch missing files
+        (else the cache must hold them already); `ds`: the dataset's settings (`kaepipe.config.dataset_config`),
+        for a source that reads its own keys (the arrays source's `path`)."""
         return None
 
     def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
         """One split of the configured dataset `ds` as float32 features (n, d) and int64 labels (n,)."""
         raise NotImplementedError
 
-    def inputs(self, root: str | Path | None, cache_dir: str | Path, split: str) -> list[str]:
+    def inputs(self, root: str | Path | None, cache_dir: str | Path, split: str, *,
+               ds: Mapping | None = None) -> list[str]:
         """The files a split is built from (the dataset rule's inputs: a changed file reruns the split);
-        none for a generated source."""
+        none for a generated source. `ds`: the dataset's settings, as for `prepare`."""
         return []
 
 
@@ -255,10 +259,11 @@ class IdxSource(DataSource):
     package: str | None = None  # the Debian package that installs `default_root`
 
     def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
-                hint: str | None = None, download: bool = True) -> Path:
+                hint: str | None = None, download: bool = True, *, ds: Mapping | None = None) -> Path:
         return prepare_idx_root(self.name, root, cache_dir, splits, hint=hint, download=download)
 
-    def inputs(self, root: str | Path | None, cache_dir: str | Path, split: str) -> list[str]:
+    def inputs(self, root: str | Path | None, cache_dir: str | Path, split: str, *,
+               ds: Mapping | None = None) -> list[str]:
         return idx_inputs(self.name, root, cache_dir, split)
 
     def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -406,6 +411,216 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
         quota[i] += 1
     picks = [rng.choice(np.flatnonzero(labels == c), q, replace=False) for c, q in zip(classes, quota)]
     return np.sort(np.concatenate(picks))
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays from a file: an .npz archive or a Parquet table of both splits
+# --------------------------------------------------------------------------------------------
+
+ARRAY_KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}  # the .npz archive's arrays
+ARRAY_SUFFIXES = (".npz", ".parquet", ".pq")
+SPLIT_COLUMN, LABEL_COLUMN = "split", "label"  # the Parquet table's columns; every other one is a feature
+_FEATURE_KINDS, _LABEL_KINDS = "biuf", "iu"  # numpy dtype kinds: bool, integers, floats / integers
+
+
+def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str) -> None:
+    """Check a file's SHA-256 against the expected sum; the error names the file and both sums."""
+    got = sha256sum(path)
+    if got != expected.lower():
+        raise DataError(f"{path}: SHA-256 checksum mismatch (got {got}, expected {expected.lower()}, from the "
+                        "dataset's `sha256`); the file is damaged or not the one expected")
+
+
+def _npy_header(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array of an .npz archive, from its .npy header only (no data read)."""
+    try:
+        with archive.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise DataError(f"{path}: array '{key}' is in .npy format version {version}, not 1.0 or 2.0")
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: array '{key}' is not a readable .npy array ({exc})") from exc
+    return tuple(shape), np.dtype(dtype)
+
+
+def _check_kind(path: Path, what: str, dtype: np.dtype, kinds: str, wanted: str) -> None:
+    if dtype.hasobject:
+        raise DataError(f"{path}: {what} is an object array (pickled Python objects); kaepipe never unpickles "
+                        f"data: save {wanted} as a numeric array")
+    if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        raise DataError(f"{path}: {what} has dtype {dtype}; expected {wanted}")
+
+
+def _check_column(path: Path, column: pd.Series, kinds: str, wanted: str) -> None:
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"  # pandas' own types: text, nullable
+    if kind not in kinds:
+        raise DataError(f"{path}: column '{column.name}' has type {column.dtype}; expected {wanted}")
+
+
+def _check_shapes(path: Path, xname: str, xshape: tuple[int, ...], yname: str, yshape: tuple[int, ...]) -> None:
+    if len(xshape) < 2 or 0 in xshape[1:]:
+        raise DataError(f"{path}: {xname} has shape {xshape}; expected (samples, features...) with at least "
+                        "one feature")
+    if len(yshape) != 1:
+        raise DataError(f"{path}: {yname} has shape {yshape}; expected one label per sample, (samples,)")
+    if xshape[0] != yshape[0]:
+        raise DataError(f"{path}: {xname} has {xshape[0]} samples but {yname} has {yshape[0]} labels")
+    if xshape[0] == 0:
+        raise DataError(f"{path}: {xname} holds no samples")
+
+
+def _other(split: str) -> str:
+    return "test" if split == "train" else "train"
+
+
+def read_npz_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The raw features (n, ...) and labels (n,) of one split of an .npz archive (`ARRAY_KEYS`).
+
+    Loaded with `allow_pickle=False`, and every array's .npy header is checked first (dtype, shapes, the
+    other split's feature shape) before any data is read: an object array is refused and never unpickled.
+    """
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz archive ({exc})") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not an .npz archive of {', '.join(sum(ARRAY_KEYS.values(), ()))}")
+    with archive:
+        wanted = [k for pair in ARRAY_KEYS.values() for k in pair]
+        missing = [k for k in wanted if k not in archive.files]
+        if missing:
+            raise DataError(f"{path}: no array {', '.join(repr(k) for k in missing)} in the archive (it holds "
+                            f"{archive.files}); the arrays source reads {', '.join(wanted)}")
+        headers = {k: _npy_header(archive, k, path) for k in wanted}
+        for xname, yname in ARRAY_KEYS.values():
+            (xshape, xtype), (yshape, ytype) = headers[xname], headers[yname]
+            _check_kind(path, f"array '{xname}'", xtype, _FEATURE_KINDS, "numbers (bool, integer or float)")
+            _check_kind(path, f"array '{yname}'", ytype, _LABEL_KINDS, "integer class labels")
+            _check_shapes(path, f"array '{xname}'", xshape, f"array '{yname}'", yshape)
+        xname, yname = ARRAY_KEYS[split]
+        other = ARRAY_KEYS[_other(split)][0]
+        if headers[xname][0][1:] != headers[other][0][1:]:
+            raise DataError(f"{path}: array '{xname}' has samples of shape {headers[xname][0][1:]} but '{other}' "
+                            f"of shape {headers[other][0][1:]}; both splits must have the same features")
+        try:
+            return archive[xname], archive[yname]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path}: array '{xname}' or '{yname}' is damaged ({exc})") from exc
+
+
+def read_parquet_split(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The raw features (n, d) and labels (n,) of one split of a Parquet table with a `split` column
+    ("train" or "test"), a `label` column and numeric features in every other column (in the file's order)."""
+    path = Path(path)
+    df = read_parquet(path, required=[SPLIT_COLUMN, LABEL_COLUMN])
+    features = [c for c in df.columns if c not in (SPLIT_COLUMN, LABEL_COLUMN)]
+    if not features:
+        raise DataError(f"{path}: no feature columns; expected '{SPLIT_COLUMN}', '{LABEL_COLUMN}' and one "
+                        "numeric column per feature")
+    for c in features:
+        _check_column(path, df[c], _FEATURE_KINDS, "numbers (bool, integer or float) in every feature column")
+    _check_column(path, df[LABEL_COLUMN], _LABEL_KINDS, "integer class labels without missing values")
+    splits = df[SPLIT_COLUMN].astype(str)
+    unknown = sorted(set(splits.unique()) - set(ARRAY_KEYS))
+    if unknown:
+        raise DataError(f"{path}: column '{SPLIT_COLUMN}' holds {unknown[:5]}; expected only {sorted(ARRAY_KEYS)}")
+    for s in ARRAY_KEYS:
+        if not (splits == s).any():
+            raise DataError(f"{path}: no row has {SPLIT_COLUMN} '{s}'; the file must hold both splits")
+    rows = (splits == split).to_numpy()
+    return df.loc[rows, features].to_numpy(), df.loc[rows, LABEL_COLUMN].to_numpy()
+
+
+def load_array_split(path: str | Path, split: str, classes: int | None = None,
+                     sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One split of an .npz or Parquet file of both splits, as float32 features (n, d) (flattened) and int64
+    labels (n,): the file checked against `sha256` first when given, its labels against `classes` when given;
+    every error names the file and the array or column."""
+    path = Path(path)
+    if split not in ARRAY_KEYS:
+        raise DataError(f"{path}: no split '{split}'; the arrays source has {sorted(ARRAY_KEYS)}")
+    if path.suffix.lower() not in ARRAY_SUFFIXES:
+        raise DataError(f"{path}: not an .npz or Parquet file (the name must end in {', '.join(ARRAY_SUFFIXES)})")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if sha256:
+        verify_sha256(path, sha256)
+    if path.suffix.lower() == ".npz":
+        x, y = read_npz_split(path, split)
+        xname, yname = (f"array '{k}'" for k in ARRAY_KEYS[split])
+    else:
+        x, y = read_parquet_split(path, split)
+        xname, yname = f"the features of the {split} rows", f"column '{LABEL_COLUMN}'"
+    _check_shapes(path, xname, x.shape, yname, y.shape)
+    if classes is not None:
+        check_labels(y, classes, f"{path}: {yname}", split)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+        features = x.reshape(len(x), -1).astype(np.float32)
+    bad = ~np.isfinite(features)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise DataError(f"{path}: {xname} has {int(bad.sum())} value(s) that are NaN, infinite or beyond float32, "
+                        f"in {len(rows)} sample(s) (first: {rows[:5].tolist()})")
+    return features, y.astype(np.int64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArraySource(DataSource):
+    """Any data set as arrays in one file (the dataset's `path`, optional `sha256`): an .npz archive of
+    `x_train`, `y_train`, `x_test`, `y_test` (features (n, ...) of any numeric dtype, flattened to float32
+    (n, d); integer labels (n,)), or a Parquet table with a `split` column ("train"/"test"), an integer `label`
+    column and one numeric column per feature (every other column, in the file's order). The number of
+    classes is the dataset's `classes`; no default topology eps (the config gives them)."""
+
+    def file(self, ds: Mapping | None) -> Path:
+        """The dataset's file (its `path` key), which must exist."""
+        if ds is None:
+            raise TypeError(f"the {self.name} source reads the dataset's `path`: pass its settings as ds=")
+        if not ds.get("path"):
+            raise DataError(f"config key 'datasets.{ds.get('name')}.path': the {self.name} source needs the "
+                            "file of the data set (.npz or .parquet)")
+        path = Path(ds["path"])
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (config key 'datasets.{ds.get('name')}.path')")
+        return path
+
+    def prepare(self, root: str | Path | None, cache_dir: str | Path, splits: Sequence[str],
+                hint: str | None = None, download: bool = True, *, ds: Mapping | None = None) -> Path:
+        path = self.file(ds)
+        if ds.get("sha256"):
+            verify_sha256(path, ds["sha256"])
+        return path
+
+    def inputs(self, root: str | Path | None, cache_dir: str | Path, split: str, *,
+               ds: Mapping | None = None) -> list[str]:
+        return [str(self.file(ds))]
+
+    def build(self, ds: Mapping, split: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+        classes = ds.get("classes")
+        if classes is None:
+            raise ConfigError(f"config key 'datasets.{ds.get('name')}.classes': the {self.name} source takes the "
+                              "number of classes from the config; give `classes`")
+        x, y = load_array_split(self.file(ds), split, int(classes), ds.get("sha256"))
+        spec = ds["splits"][split]
+        keep = stratified_subset(y, spec.get("size") or len(y), spec.get("seed", 0))
+        return x[keep], y[keep]
+
+
+ARRAYS = register(ArraySource(name="arrays", classes=None))
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kaepipe.config import load_yaml, merged, schema_errors, semantic_errors
-from kaepipe.data import SOURCES
+from kaepipe.data import SOURCES, DataSource
 from kaepipe.errors import ConfigError
 
 
@@ -156,10 +156,25 @@ def source_errors(config: Mapping) -> list[str]:
         if source not in SOURCES:
             problems.append(f"config key 'datasets.{name}.source': unknown data source '{source}'; "
                             f"known: {sorted(SOURCES)}")
-        elif ds.get("classes") != SOURCES[source].classes:
+        elif SOURCES[source].classes is not None and ds.get("classes") != SOURCES[source].classes:
             problems.append(f"config key 'datasets.{name}.classes': {source} has {SOURCES[source].classes} classes, "
                             f"got {ds.get('classes')}")
+        else:
+            problems += eps_errors(name, ds, SOURCES[source])
     return problems
+
+
+def eps_errors(name: str, ds: Mapping, source: DataSource) -> list[str]:
+    """A dataset whose source has no default topology eps must give both (the topology stage runs for every
+    dataset of `run`); the knn_geodesic metric needs none (1 hop)."""
+    topology = ds.get("topology") or {}
+    if source.default_eps or topology.get("metric") == "knn_geodesic":
+        return []
+    missing = [k for k in ("eps_layers", "eps_iterates") if topology.get(k) is None]
+    if not missing:
+        return []
+    return [f"config key 'datasets.{name}.topology.{missing[0]}': source '{source.name}' has no default eps (no known "
+            f"scale); give topology.eps_layers and topology.eps_iterates (or topology.metric: knn_geodesic)"]
 
 
 def check_config(config: Mapping) -> None:

@@ -57,7 +57,7 @@ def source_files(wildcards):
     """
     ds = dataset_config(config, wildcards.dataset)
     return get_source(ds["source"]).inputs(
-        ds["root"], config.get("cache_dir", "results/cache"), wildcards.split
+        ds["root"], config.get("cache_dir", "results/cache"), wildcards.split, ds=ds
     )
 
 

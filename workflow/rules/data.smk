@@ -48,7 +48,7 @@ rule dataset:
         mem_mb=2000,
         runtime=20,
     params:
-        ds=ds_subset("root", "features", "splits"),
+        ds=ds_subset("root", "path", "sha256", "features", "splits"),
         cache_dir=config.get("cache_dir", "results/cache"),
     script:
         "../scripts/dataset.py"
