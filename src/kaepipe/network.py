@@ -106,10 +106,8 @@ def record(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size:
     was_training = model.training
     model.eval()
     try:
-        batches = 0
-        for start in range(0, len(x), batch_size):
+        for batches, start in enumerate(range(0, len(x), batch_size), 1):
             model(x[start:start + batch_size])
-            batches += 1
             for name, c in zip(layers, calls):
                 if c != batches:
                     raise NetworkError(f"module {name!r} ran {c - batches + 1} times in one forward pass; name a "
