@@ -18,8 +18,8 @@ PACKAGE = SRC / "kaepipe"
 LAYERS = {
     "foundations": ["kaepipe.errors", "kaepipe.config", "kaepipe.io", "kaepipe.tensor_io", "kaepipe.published",
                     "kaepipe.registry"],
-    "library": ["kaepipe.linalg", "kaepipe.network", "kaepipe.data", "kaepipe.settings", "kaepipe.nn", "kaepipe.represent", "kaepipe.evaluate",
-                "kaepipe.topology", "kaepipe.unlearn", "kaepipe.model"],
+    "library": ["kaepipe.linalg", "kaepipe.data", "kaepipe.settings", "kaepipe.nn", "kaepipe.represent", "kaepipe.evaluate",
+                "kaepipe.topology", "kaepipe.unlearn", "kaepipe.model", "kaepipe.network"],
     "report": ["kaepipe.report"],
     "stages": ["kaepipe.stages", "kaepipe.runtime", "kaepipe.reference", "kaepipe.api"],
     "top": ["kaepipe.cli", "kaepipe"],
