@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kaepipe.errors import ConfigError, DataError
+from kaepipe.errors import DataError
 from kaepipe.network import LayeredNetwork
 from kaepipe.tensor_io import load_safetensors, load_torch, save_safetensors
 
@@ -64,11 +64,6 @@ def fit_preprocessing(layers: Sequence[np.ndarray], pca_dim: int | None = None,
             raise DataError("a layer's training representations are constant; cannot scale them")
         projected.append(a / scale)
         partial.append((mean, v, scale))
-    q_first, q_last = projected[0].shape[1], projected[-1].shape[1]
-    if q_first != q_last:
-        raise ConfigError(f"the first and the last layer preprocess to {q_first} and {q_last} dimensions, but the KAE "
-                          f"maps one space to itself: set preprocess.pca_dim to at most {min(q_first, q_last)} "
-                          "(the smaller of the two layers' widths)")
     anchor = projected[-1]
     out = []
     for i, (a, (mean, v, scale)) in enumerate(zip(projected, partial)):

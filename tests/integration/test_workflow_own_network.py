@@ -75,7 +75,7 @@ def test_the_cnn_is_analysed_like_the_resmlp(cnn_run):
         metrics["protocols"]["heldout"]["macro"], abs=1e-6)
 
     # training representations: the configured stratified subset of represent.train_size
-    train_layers, train_labels = load_reps(res / DS / "reps/train.pt")
+    _, train_labels = load_reps(res / DS / "reps/train.pt")
     assert len(train_labels) == 500 and np.bincount(train_labels, minlength=10).min() >= 45
 
     # surrogate accuracy: L0 -> preprocess -> KAE -> undo -> the CNN's `out`, by hand

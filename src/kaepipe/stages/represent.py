@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from kaepipe.data import read_split, stratified_subset
+from kaepipe.errors import ConfigError
 from kaepipe.io import provenance, write_parquet
 from kaepipe.nn.base import load_base
 from kaepipe.represent import fit_preprocessing, layer_tensors, reps_frame, save_preprocessing
@@ -38,6 +39,7 @@ def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dic
         log(f"{split}: {len(reps[split][0])} layers {net.layers} x {len(y)} samples, widths {net.widths}")
     pre = ds.get("preprocess", {})
     transforms = fit_preprocessing(list(reps["train"][0]), pre.get("pca_dim"), pre.get("frobenius", 100.0))
+    check_kae_dims(transforms, net.layers)
     prov = provenance({"dataset": ds["name"], "preprocess": pre, "base": ds["base"],
                        "represent": ds.get("represent") or {}})
     save_preprocessing(transforms, out_preprocessing, {"dataset": ds["name"], "layers": net.layers,
@@ -49,6 +51,15 @@ def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dic
     last = transforms[-1]
     err = np.abs(last.invert(last.apply(reps["train"][0][-1])) - reps["train"][0][-1]).max()
     log(f"preprocessing: q = {[t.directions.shape[0] for t in transforms]}, last-layer inverse max error {err:.2e}")
+
+
+def check_kae_dims(transforms, layers) -> None:
+    """The KAE maps the first layer's preprocessed space to the last one's: both must have q dimensions."""
+    q_first, q_last = transforms[0].directions.shape[0], transforms[-1].directions.shape[0]
+    if q_first != q_last:
+        raise ConfigError(f"the first layer {layers[0]!r} and the last layer {layers[-1]!r} preprocess to {q_first} and "
+                          f"{q_last} dimensions, but the KAE maps one space to itself: set preprocess.pca_dim to at "
+                          f"most {min(q_first, q_last)}")
 
 
 def layers_payload(layers: list[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:

@@ -20,7 +20,7 @@ from kaepipe.nn.resmlp import ResMLP
 from kaepipe.reference import save_reference_base
 from kaepipe.represent import fit_preprocessing, load_reps, reps_frame
 from kaepipe.stages.base import run_base_training
-from kaepipe.stages.represent import layers_payload, recorded_subset
+from kaepipe.stages.represent import check_kae_dims, layers_payload, recorded_subset
 from kaepipe.tensor_io import save_torch
 
 CNN = {"constructor": "kaepipe.nn.cnn:SmallCNN", "kwargs": {"channels": [4, 8], "hidden": [16, 12], "classes": 3},
@@ -150,9 +150,10 @@ def test_reps_of_different_widths_round_trip(tmp_path):
     layers = [rng.normal(size=(7, w)).astype(np.float32) for w in (5, 3, 2)]
     labels = np.arange(7) % 3
     save_torch({"layers": layers_payload(layers), "labels": torch.from_numpy(labels)}, tmp_path / "r.pt")
-    back, y = load_reps(tmp_path / "r.pt")
+    back, back_labels = load_reps(tmp_path / "r.pt")
     for a, b in zip(layers, back, strict=True):
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back_labels, labels)
     df = reps_frame(layers, labels)
     assert list(df.columns[-5:]) == ["h0", "h1", "h2", "h3", "h4"]
     narrow = df[df.layer == 2]
@@ -163,8 +164,9 @@ def test_reps_of_different_widths_round_trip(tmp_path):
 
 def test_first_and_last_layer_must_preprocess_to_one_dimension():
     rng = np.random.default_rng(0)
-    with pytest.raises(ConfigError, match=r"preprocess to 5 and 2 dimensions.*set preprocess\.pca_dim to at most 2"):
-        fit_preprocessing([rng.normal(size=(20, 5)), rng.normal(size=(20, 2))])
+    with pytest.raises(ConfigError, match=r"'block2' and the last layer 'fc2' preprocess to 5 and 2 dimensions.*"
+                                          r"set preprocess\.pca_dim to at most 2"):
+        check_kae_dims(fit_preprocessing([rng.normal(size=(20, 5)), rng.normal(size=(20, 2))]), ["block2", "fc2"])
     pre = fit_preprocessing([rng.normal(size=(20, 5)), rng.normal(size=(20, 3)), rng.normal(size=(20, 2))], pca_dim=2)
     assert [t.directions.shape for t in pre] == [(2, 5), (2, 3), (2, 2)]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -52,7 +53,7 @@ def test_reps_of_any_wrong_shape_are_refused_naming_the_file(tmp_path_factory, s
     fits = len(shape) == 3 and not labels_2d and not float_labels and n_labels == shape[1]
     if fits:
         layers, got = load_reps(path)
-        assert layers.shape == tuple(shape) and got.shape == (n_labels,)
+        assert np.stack(layers).shape == tuple(shape) and got.shape == (n_labels,)
     else:
         with pytest.raises(DataError, match=rf"^{path}: '(layers|labels)'"):
             load_reps(path)
