@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import torch
 
 from kaepipe.errors import DataError
@@ -37,7 +38,10 @@ class LayerTransform:
 
 def sign_fixed_directions(x_centred: np.ndarray, q: int) -> np.ndarray:
     """Top-q right singular vectors (rows), each signed so its largest-magnitude entry is positive."""
-    _, _, vt = np.linalg.svd(x_centred, full_matrices=False)
+    try:
+        _, _, vt = np.linalg.svd(x_centred, full_matrices=False)
+    except np.linalg.LinAlgError:  # LAPACK's divide-and-conquer (gesdd) can fail, e.g. on many constant columns
+        _, _, vt = scipy.linalg.svd(x_centred, full_matrices=False, lapack_driver="gesvd")
     vt = vt[:q]
     pivot = vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)]
     return vt * np.where(pivot < 0, -1.0, 1.0)[:, None]

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 CONFIGS = [str(REPO / "config.yaml"), str(REPO / "config" / "fashion_cnn.yaml"),
            str(REPO / "tests" / "config" / "fashion_cnn_tiny.yaml")]
 DS = "fashion_cnn"
-KWARGS = {"channels": [8, 16], "hidden": [128, 64], "classes": 10}
+KWARGS = {"channels": [8, 16], "hidden": [128, 128], "classes": 10}
 
 
 def run(workdir: Path, root: Path, *args: str, overlays: tuple[str, ...] = ()) -> None:
@@ -60,7 +60,7 @@ def test_the_cnn_is_analysed_like_the_resmlp(cnn_run):
     model.load_state_dict(load_file(res / DS / "base/model.safetensors"))
     model.eval()
     metrics = json.loads((res / DS / "base/metrics.json").read_text())
-    assert metrics["layers"] == ["block2", "fc1", "fc2"] and metrics["widths"] == [784, 128, 64]
+    assert metrics["layers"] == ["block2", "fc1", "fc2"] and metrics["widths"] == [784, 128, 128]
     assert metrics["trained"] is True
 
     # the representations are the named modules' outputs on the test split

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from kaepipe.represent import (
     fit_preprocessing,
@@ -96,3 +97,22 @@ def test_reps_frame_long_format(layers):
     assert len(df) == 600
     assert list(df.columns[:3]) == ["sample", "label", "layer"]
     assert df.loc[df.layer == 1, "h0"].to_numpy().tolist() == pytest.approx(layers[1][:, 0].astype(np.float32).tolist())
+
+
+def test_directions_fall_back_to_gesvd_when_gesdd_fails(monkeypatch):
+    """LAPACK's gesdd can fail to converge (seen on a CNN layer with 245 of 784 dead channels); the directions
+    then come from gesvd, the same subspace with the same sign convention."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)) @ rng.normal(size=(8, 8))
+    x[:, 3] = 0.0  # a dead unit
+    x -= x.mean(0)
+    want = sign_fixed_directions(x, 4)
+
+    def failing(*_a, **_k):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", failing)
+    got = sign_fixed_directions(x, 4)
+    np.testing.assert_allclose(got, want, atol=1e-10)
+    _, _, vt = scipy.linalg.svd(x, lapack_driver="gesvd")  # oracle: |rows| are the top right singular vectors
+    np.testing.assert_allclose(np.abs(got), np.abs(vt[:4]), atol=1e-10)
