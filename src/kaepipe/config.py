@@ -212,7 +212,7 @@ IDENTITY_KEYS = ("name", "source", "classes", "evaluation")
 
 # Blocks whose defaults are derived from other blocks bring those along: a topology block without eps
 # takes them from the training size and the preprocessing (kaepipe.settings.default_eps).
-DERIVED_FROM = {"topology": ("splits", "preprocess")}
+DERIVED_FROM = {"topology": ("splits", "preprocess", "represent")}
 
 
 def config_subset(ds: Mapping, keys: tuple[str, ...], drop: tuple[str, ...] = ()) -> dict[str, Any]:

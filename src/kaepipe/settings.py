@@ -19,7 +19,8 @@ from kaepipe.errors import ConfigError
 def default_eps(ds: Mapping[str, Any]) -> dict[str, float]:
     """eps of layers and iterates for a dataset whose ``topology`` block gives none: the source's default
     (`kaepipe.data.DataSource.default_eps`, for a fit on `eps_train` points) at the same scale relative
-    to the data. The preprocessing scales the training matrix to
+    to the data. The preprocessing scales the training matrix (the recorded training points: at most
+``represent.train_size``) to
     Frobenius norm ``preprocess.frobenius`` (100), so the points' RMS radius is frobenius / sqrt(n_train),
     and the default keeps its ratio to that radius: eps x sqrt(n_ref / n_train) x frobenius / 100 (for
     MNIST at 100: `kaepipe.published.paper_eps_scale`). Rounded to 4 significant digits."""
@@ -30,6 +31,8 @@ def default_eps(ds: Mapping[str, Any]) -> dict[str, float]:
                           f"'{ds.get('source')}'; give topology.eps_layers and topology.eps_iterates")
     n_ref = source.eps_train
     n_train = ((ds.get("splits") or {}).get("train") or {}).get("size") or source.train_size or n_ref
+    recorded = (ds.get("represent") or {}).get("train_size")  # the preprocessing is fitted on these
+    n_train = min(int(n_train), int(recorded)) if recorded else n_train
     frobenius = float((ds.get("preprocess") or {}).get("frobenius", 100.0))
     scale = math.sqrt(n_ref / int(n_train)) * frobenius / 100.0
     return {k: float(f"{v * scale:.4g}") for k, v in source.default_eps.items()}

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from kaepipe.data import to_frame
+from kaepipe.config import config_subset
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.io import write_parquet
 from kaepipe.network import NetworkError
@@ -21,6 +22,7 @@ from kaepipe.reference import save_reference_base
 from kaepipe.represent import fit_preprocessing, load_reps, reps_frame
 from kaepipe.stages.base import run_base_training
 from kaepipe.stages.represent import check_kae_dims, layers_payload, recorded_subset
+from kaepipe.settings import default_eps
 from kaepipe.tensor_io import save_torch
 
 CNN = {"constructor": "kaepipe.nn.cnn:SmallCNN", "kwargs": {"channels": [4, 8], "hidden": [16, 12], "classes": 3},
@@ -180,3 +182,15 @@ def test_recorded_subset_is_stratified_and_only_for_training():
     assert len(recorded_subset({}, "train", labels)) == 200
     assert json.dumps(recorded_subset({"represent": {"train_size": 500}}, "train", labels).tolist()) == json.dumps(
         list(range(200)))
+
+
+def test_default_eps_follows_the_recorded_training_points():
+    """The preprocessing is fitted on represent.train_size points: the derived eps is the paper's MNIST eps
+    (0.166 / 0.14 for 60k digits) at the RMS radius of that many points: x sqrt(60000 / 10000), the value
+    config.yaml gives MNIST's 10k digits by hand (0.4066 / 0.3429)."""
+    ds = {"name": "fashion_cnn", "source": "fashion_mnist", "splits": {"train": {"size": None}},
+          "preprocess": {"frobenius": 100}, "represent": {"train_size": 10000}}
+    assert default_eps(ds) == {"layers": 0.4066, "iterates": 0.3429}
+    assert default_eps({**ds, "represent": {}}) == {"layers": 0.166, "iterates": 0.14}
+    sub = config_subset({**ds, "topology": {}, "kae": {}}, ("topology",))
+    assert sub["represent"] == {"train_size": 10000}  # a rule measuring topology reruns when it changes
