@@ -1,5 +1,5 @@
 rule base_model:
-    """Train the dataset's base ResMLP classifier and measure its accuracy on every split."""
+    """Train one draw of the dataset's base ResMLP classifier (its seed: the draw) and measure it on every split."""
     input:
         unpack(data_paths),
     output:
@@ -7,9 +7,9 @@ rule base_model:
         curve=P.BASE_CURVE,
         metrics=P.BASE_METRICS,
     log:
-        "results/logs/base_model/{dataset}.log",
+        "results/logs/base_model/{dataset}_draw{draw}.log",
     benchmark:
-        "results/benchmarks/base_model/{dataset}.tsv"
+        "results/benchmarks/base_model/{dataset}_draw{draw}.tsv"
     conda:
         "../envs/kaepipe.yaml"
     threads: 1
