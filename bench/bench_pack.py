@@ -2,11 +2,11 @@
 
     python bench/bench_pack.py --results results --dataset yinyang --pack grid --device cuda --out /tmp/pack
 
-Reads results/<dataset>/reps/train.pt and preprocessing.safetensors (a finished `representations` job),
-takes the dataset's KAE settings from the config files (default: config.yaml), trains the pack's members
-(grid: every isometry weight x seed; lambda VALUE: the seeds of one weight) with
-`kaepipe.stages.kae.run_kae_pack`, writes their files under --out, and prints the wall time, the time per
-KAE, and each member's final training loss.
+Reads results/<dataset>/draw<d>/reps/train.pt (d: the dataset's first base-network draw) and
+preprocessing.safetensors (a finished `representations` job), takes the dataset's KAE settings from the
+config files (default: config.yaml), trains the pack's members (grid: every isometry weight x seed; lambda
+VALUE: the seeds of one weight) with `kaepipe.stages.kae.run_kae_pack`, writes their files under --out, and
+prints the wall time, the time per KAE, and each member's final training loss.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kaepipe.config import dataset_config, lambda_tag, load_yaml, merged
 from kaepipe.nn.train import configure_torch
+from kaepipe.stages import paths as P
 from kaepipe.stages.kae import run_kae_pack
 
 
@@ -51,7 +52,7 @@ def main() -> None:
         outputs.append({"model": str(d / "model.safetensors"), "losses": str(d / "losses.parquet"),
                         "metrics": str(d / "metrics.json")})
     device = configure_torch(args.threads, args.device)
-    reps = Path(args.results) / args.dataset / "reps"
+    reps = Path(args.results) / args.dataset / f"draw{P.first_draw(config, args.dataset)}" / "reps"
     print(f"{len(members)} KAEs, {kae['epochs']} epochs, device {device}, load {os.getloadavg()}", flush=True)
     t0 = time.perf_counter()
     metrics = run_kae_pack(ds, members, str(reps / "train.pt"), str(reps / "preprocessing.safetensors"), outputs,

@@ -3,10 +3,11 @@
 Usage: python bench/bench_topology.py --results results [--dataset mnist] [--precision float64 float32]
        [--threads 1] [--skip-iterates] [--skip-isometry]
 
-Reads results/{dataset}/reps/test.pt, reps/preprocessing.safetensors and the first KAE at the main
-lambda_iso found under results/{dataset}/kae/, with the dataset's settings from config.yaml (or
---configfile). Prints one line per measurement with wall-clock and CPU seconds (CPU seconds are the
-better guide on a shared machine: wall time grows with the machine's load, which is printed too).
+Reads results/{dataset}/draw{d}/reps/test.pt, reps/preprocessing.safetensors and the first KAE at the main
+lambda_iso found under results/{dataset}/draw{d}/kae/ (d: the dataset's first base-network draw), with the
+dataset's settings from config.yaml (or --configfile). Prints one line per measurement with wall-clock and
+CPU seconds (CPU seconds are the better guide on a shared machine: wall time grows with the machine's load,
+which is printed too).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from kaepipe.config import dataset_config, lambda_tag, load_yaml
 from kaepipe.settings import evaluation_split
+from kaepipe.stages import paths as P
 from kaepipe.stages.topology import (
     run_isometry,
     run_isometry_original,
@@ -56,8 +58,9 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads}")
 
     config = load_yaml(args.configfile)
-    ds = dataset_config(config, args.dataset)
-    res = Path(args.results) / args.dataset
+    draw = P.first_draw(config, args.dataset)
+    ds = dataset_config(config, args.dataset, draw)
+    res = Path(args.results) / args.dataset / f"draw{draw}"
     reps = str(res / "reps" / f"{evaluation_split(ds)}.pt")
     pre = str(res / "reps" / "preprocessing.safetensors")
     lam = lambda_tag(ds["kae"]["main_lambda_iso"])

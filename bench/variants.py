@@ -4,18 +4,24 @@ Not pipeline stages: each run is one (variant, seed), a variant being overrides 
 dataset's config; values are YAML (`null`, `10`, `1e-3`).
 
 `kae`: reads a finished base network, its representations and preprocessing (the pipeline's
-`results/<dataset>/{base,reps}`), trains one KAE per (variant, seed) and prints the macro surrogate
-accuracy per protocol, mean (population std) over seeds. `--lambda-iso` defaults to the main one.
+`results/<dataset>/draw<draw>/{base,reps}`, `--draw` default the dataset's first), trains one KAE per
+(variant, seed) and prints the macro surrogate accuracy per protocol, mean (population std) over seeds.
+`--lambda-iso` defaults to the main one.
 
     python bench/variants.py kae --dataset yinyang --seeds 21 365 53 74 99 --workers 2 \\
         --variant base --variant noclip clip_grad_norm=null
 
-`base`: trains the base network per variant (overrides of `base`) from the dataset's splits, records
-its layers, fits the preprocessing and prints test accuracy and the beta_0 row of the layers at the
-configured eps (topology stage settings), e.g. how the MNIST row depends on training length:
+`base`: trains the base network per variant (overrides of `base`, at the seed of `--draw`) from the
+dataset's splits, records its layers, fits the preprocessing and prints test accuracy and the beta_0 row
+of the layers at the configured eps (topology stage settings), e.g. how the MNIST row depends on training
+length:
 
     python bench/variants.py base --dataset mnist --config-set mnist_root=../shared/data/mnist-offline \\
         --variant e8 --variant e30 epochs=30
+
+Base-network draws (other seeds of the same settings) are not variants: the pipeline runs them, every
+stage and table included (`datasets.<dataset>.base.seeds`, e.g. `--configfile config/draws.yaml`), and a
+`seed`/`seeds` override is refused here.
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ import pandas as pd
 import yaml
 
 from kaepipe.config import dataset_config, load_yaml, merged
+from kaepipe.stages import paths as P
+
+
+def draw_file(results: str, template: str, **wildcards) -> Path:
+    """A pipeline file (a kaepipe.stages.paths template) under the folder `results` instead of results/."""
+    return Path(results) / Path(P.fill(template, **wildcards)).relative_to(P.RESULTS)
 
 
 def parse_variant(items: list[str]) -> tuple[str, dict]:
@@ -58,15 +70,17 @@ def train_one(job: dict) -> dict:
     from kaepipe.unlearn import EditProblem, get_method
 
     device = configure_torch(1, job["device"])
-    ds, root = job["ds"], Path(job["root"])
+    ds = job["ds"]
     kae = {**ds["kae"], **job["overrides"]}
     if job.get("base_dir"):  # a network of the `base` study: its folder holds everything
         bdir = Path(job["base_dir"])
         reps = {s: bdir / f"{s}.pt" for s in ("train", "test")}
         pre_path, base_path = bdir / "preprocessing.safetensors", bdir / "model.safetensors"
-    else:
-        reps = {s: root / "reps" / f"{s}.pt" for s in ("train", "test")}
-        pre_path, base_path = root / "reps" / "preprocessing.safetensors", root / "base" / "model.safetensors"
+    else:  # the pipeline's draw
+        w = {"dataset": ds["name"], "draw": job["draw"]}
+        reps = {s: draw_file(job["results"], P.REPS, **w, split=s) for s in ("train", "test")}
+        pre_path = draw_file(job["results"], P.PREPROCESSING, **w)
+        base_path = draw_file(job["results"], P.BASE_MODEL, **w)
     base = load_base_model(base_path)
     last = base.cfg.blocks
     pre = load_preprocessing(pre_path, [0, last])
@@ -153,8 +167,10 @@ def main() -> None:
     ap.add_argument("--config", nargs="+", default=["config.yaml"], help="config files, merged in order")
     ap.add_argument("--config-set", nargs="*", default=[], metavar="KEY=VALUE", help="top-level config overrides")
     ap.add_argument("--dataset", default="yinyang")
-    ap.add_argument("--results", default="results", help="kae: folder holding <dataset>/{base,reps}; "
+    ap.add_argument("--results", default="results", help="kae: folder holding <dataset>/draw<draw>/{base,reps}; "
                     "base: work folder (results/variants/<dataset>/<variant>)")
+    ap.add_argument("--draw", type=int, default=None, help="the base-network draw (one of base.seeds; default the "
+                    "first): kae: whose network; base: the seed of every variant")
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="kae: default the dataset's KAE seeds")
     ap.add_argument("--lambda-iso", type=float, default=None)
     ap.add_argument("--base-dir", default=None, help="kae: use the network of a `base` study run "
@@ -171,13 +187,16 @@ def main() -> None:
     for path in args.config:
         config = merged(config, load_yaml(path))
     config.update(parse_variant(["config", *args.config_set])[1])
-    ds = dataset_config(config, args.dataset)
+    draw = P.draws(config, args.dataset)[0] if args.draw is None else args.draw
+    ds = dataset_config(config, args.dataset, draw)
     variants = [parse_variant(v) for v in args.variant]
+    if args.study == "base" and any({"seed", "seeds"} & set(ov) for _, ov in variants):
+        raise SystemExit("--variant: base-network draws are not variants; the pipeline runs them "
+                         f"(datasets.{args.dataset}.base.seeds, e.g. --configfile config/draws.yaml) or use --draw")
     if args.study == "kae":
         lam = ds["kae"]["main_lambda_iso"] if args.lambda_iso is None else args.lambda_iso
         jobs = [{"name": name, "overrides": ov, "seed": s, "ds": ds, "lambda_iso": lam, "device": args.device,
-                 "root": str(Path(args.results) / args.dataset), "edit": args.edit,
-                 "base_dir": args.base_dir}
+                 "results": args.results, "draw": draw, "edit": args.edit, "base_dir": args.base_dir}
                 for name, ov in variants for s in args.seeds or ds["kae"]["seeds"]]
         worker = train_one
     else:

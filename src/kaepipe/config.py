@@ -86,6 +86,8 @@ def semantic_errors(config: Mapping) -> list[str]:
         if name not in datasets:
             problems.append(f"config key 'run': unknown dataset '{name}'; defined datasets: {sorted(datasets)}")
     for name, ds in datasets.items():
+        if isinstance(ds.get("base"), Mapping):
+            problems += base_seed_errors(ds["base"], f"datasets.{name}.base")
         kae = ds.get("kae")
         if kae:
             problems += lambda_grid_errors(kae, f"datasets.{name}.kae")
@@ -135,6 +137,73 @@ def lambda_grid_errors(kae: Mapping, where: str) -> list[str]:
                             f"(both the folder 'iso{tag}'); list each weight once")
         seen.setdefault(tag, value)
     return problems
+
+
+DEFAULT_DRAW = 0  # the base network's seed when a dataset gives neither base.seeds nor base.seed (TrainConfig's)
+
+
+def base_seed_errors(base: Mapping, where: str) -> list[str]:
+    """Problems of a dataset's base-network draws: `seeds` (a non-empty list of distinct non-negative
+    integers) and its shorthand `seed: N` (= `seeds: [N]`), never both."""
+    if "seed" in base and "seeds" in base:
+        return [f"config key '{where}.seeds': give either {where}.seeds (the base-network draws, a list) or its "
+                f"shorthand {where}.seed (one draw), not both (seed {base['seed']!r}, seeds {base['seeds']!r})"]
+    if "seeds" not in base:
+        seed = base.get("seed", DEFAULT_DRAW)
+        return [] if _is_seed(seed) else [f"config key '{where}.seed': {seed!r} is not a non-negative integer"]
+    seeds = base["seeds"]
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        return [f"config key '{where}.seeds': {seeds!r} is not a non-empty list of base-network seeds"]
+    bad = [s for s in seeds if not _is_seed(s)]
+    if bad:
+        return [f"config key '{where}.seeds': {bad} are not non-negative integers"]
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        return [f"config key '{where}.seeds': {repeated} listed more than once; each draw once"]
+    if base.get("weights") and len(seeds) > 1:
+        return [f"config key '{where}.seeds': {list(seeds)} asks for {len(seeds)} draws, but {where}.weights is one "
+                "trained network (one draw); give one seed, or drop weights to train the draws"]
+    return []
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def base_seeds(ds: Mapping[str, Any]) -> list[int]:
+    """The base-network draws of a dataset's settings, in config order: `base.seeds`, or `[base.seed]` (the
+    shorthand), or `[0]` when neither is given. The one place that reads them; ConfigError when they are bad."""
+    base = ds.get("base") or {}
+    problems = base_seed_errors(base, f"datasets.{ds.get('name', '?')}.base")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return [int(s) for s in base["seeds"]] if "seeds" in base else [int(base.get("seed", DEFAULT_DRAW))]
+
+
+def draw_settings(ds: Mapping[str, Any], draw: int | str) -> dict[str, Any]:
+    """The settings of one base-network draw of a dataset: `draw` set (the draw's seed), and the base block
+    with `seed` = that draw and no `seeds`, so every stage that trains from the base block (the base network,
+    the retrain baseline) uses the draw's seed, and a draw's settings do not change when draws are added."""
+    draw = int(draw)
+    if draw not in base_seeds(ds):
+        raise ConfigError(f"config key 'datasets.{ds.get('name', '?')}.base.seeds': no draw {draw} among "
+                          f"{base_seeds(ds)}")
+    out = copy.deepcopy(dict(ds))
+    out["draw"] = draw
+    base = {k: v for k, v in (out.get("base") or {}).items() if k != "seeds"}
+    out["base"] = {**base, "seed": draw}
+    return out
+
+
+def draw_of(ds: Mapping[str, Any]) -> int | None:
+    """The draw a dataset's settings belong to: its `draw` (set by draw_settings), else its one base seed;
+    None when that is not one draw (several base seeds, or no base block)."""
+    if ds.get("draw") is not None:
+        return int(ds["draw"])
+    if not ds.get("base"):
+        return None
+    seeds = base_seeds(ds)
+    return seeds[0] if len(seeds) == 1 else None
 
 
 def check_semantics(config: Mapping) -> None:
@@ -198,17 +267,18 @@ def merged(base: Mapping, override: Mapping) -> dict:
     return out
 
 
-def dataset_config(config: Mapping, name: str) -> dict[str, Any]:
-    """The settings of one dataset with its resolved IDX root and the global device."""
+def dataset_config(config: Mapping, name: str, draw: int | str | None = None) -> dict[str, Any]:
+    """The settings of one dataset with its resolved IDX root and the global device; with `draw`, those of
+    that base-network draw (see draw_settings)."""
     if name not in config.get("datasets", {}):
         raise ConfigError(f"unknown dataset '{name}'; defined datasets: {sorted(config.get('datasets', {}))}")
     ds = copy.deepcopy(config["datasets"][name])
     ds["name"] = name
     ds["root"] = dataset_root(config, name)
-    return ds
+    return ds if draw is None else draw_settings(ds, draw)
 
 
-IDENTITY_KEYS = ("name", "source", "classes", "evaluation")
+IDENTITY_KEYS = ("name", "source", "classes", "evaluation", "draw")
 
 # Blocks whose defaults are derived from other blocks bring those along: a topology block without eps
 # takes them from the training size and the preprocessing (kaepipe.settings.default_eps).

@@ -150,7 +150,7 @@ def test_slurm_profile_requests_a_gpu_for_every_gpu_rule(dry_run_blocks):
 def test_slurm_profile_is_valid_for_snakemake(tmp_path, mnist_root):
     """Snakemake accepts the profile (dry run: the executor is replaced, every key must parse)."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason="pip install -e '.[slurm]'")
-    log = snakemake(tmp_path, "results/yinyang/kae/iso1/seed21/model.safetensors", "--profile", str(PROFILE.parent),
+    log = snakemake(tmp_path, "results/yinyang/draw0/kae/iso1/seed21/model.safetensors", "--profile", str(PROFILE.parent),
                     "-n", mnist_root=mnist_root)
     assert re.search(r"^kae\s+1$", log, flags=re.MULTILINE), log[-3000:]
 
@@ -188,8 +188,8 @@ def test_overlap_detection_on_a_synthetic_log():
 @pytest.mark.slow
 def test_resources_gpu_1_runs_one_gpu_job_at_a_time(tmp_path, mnist_root):
     """Two Yin-Yang KAEs (ready together) and both datasets' splits with 8 cores and one GPU."""
-    targets = ["results/yinyang/kae/iso1/seed21/model.safetensors",
-               "results/yinyang/kae/iso1/seed365/model.safetensors",
+    targets = ["results/yinyang/draw0/kae/iso1/seed21/model.safetensors",
+               "results/yinyang/draw0/kae/iso1/seed365/model.safetensors",
                "results/mnist/data/train.parquet", "results/mnist/data/test.parquet"]
     log = snakemake(tmp_path, *targets, "--cores", "8", "--resources", "gpu=1", mnist_root=mnist_root)
     events = job_events(log)

@@ -141,9 +141,10 @@ def test_killed_training_job_reruns_to_identical_tables(tiny_run, tmp_path, mnis
         proc.wait()
     killed = [p for p in logs.glob("*.log") if "epoch" in p.read_text()]
     for log in killed:  # the killed job left no plausible-looking checkpoint behind
-        stem = log.stem  # e.g. yinyang_iso1_seed21
-        dataset, iso, seed = stem.split("_iso")[0], stem.split("_iso")[1].split("_seed")[0], stem.split("_seed")[1]
-        ckpt = tmp_path / "results" / dataset / "kae" / f"iso{iso}" / f"seed{seed}" / "model.safetensors"
+        stem = log.stem  # e.g. yinyang_draw0_iso1_seed21
+        dataset, draw = stem.split("_draw")[0], stem.split("_draw")[1].split("_iso")[0]
+        iso, seed = stem.split("_iso")[1].split("_seed")[0], stem.split("_seed")[1]
+        ckpt = tmp_path / "results" / dataset / f"draw{draw}" / "kae" / f"iso{iso}" / f"seed{seed}" / "model.safetensors"
         if ckpt.exists():  # the checkpoint is written last: if it is there, the job had finished
             assert (ckpt.parent / "metrics.json").exists() and (ckpt.parent / "losses.parquet").exists()
     # a killed Snakemake leaves its lock behind: unlock, as a user would, then resume

@@ -62,7 +62,7 @@ def test_changed_idx_file_reruns_the_split_and_its_dependants_and_a_damaged_one_
         shutil.copyfile(mnist_root / name, root / name)
     work = tmp_path / "work"
     work.mkdir()
-    target = "results/mnist/base/metrics.json"
+    target = "results/mnist/draw0/base/metrics.json"
     config = (f"mnist_root={root}", "run=[mnist]")
 
     def dry() -> dict[str, int]:
@@ -199,5 +199,5 @@ def test_a_dataset_without_unlearn_runs_to_the_summary(tmp_path):
     assert not (res / "tables" / "editing.csv").exists()
     import pandas as pd
 
-    layers = pd.read_parquet(res / "plain/topology/layers.parquet")
+    layers = pd.read_parquet(res / "plain/draw0/topology/layers.parquet")
     assert layers["eps"].unique().tolist() == [0.7217]  # 0.25 x sqrt(5000 / 600)

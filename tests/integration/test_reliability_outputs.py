@@ -35,7 +35,7 @@ def test_every_parquet_output_carries_its_provenance(tiny_run):
                  "diagrams.parquet", "betti_curves.parquet", "study.parquet", "data/train.parquet",
                  "layers.parquet", "original_diagram.parquet"):
         assert kind in names, kind
-    prov = parquet_metadata(tiny_run / "results/mnist/kae/iso0.001/seed21/losses.parquet")["provenance"]
+    prov = parquet_metadata(tiny_run / "results/mnist/draw0/kae/iso0.001/seed21/losses.parquet")["provenance"]
     assert prov["config"]["seed"] == 21 and prov["config"]["kae"]["hidden"] == 48
     assert "torch" in prov["versions"]
 

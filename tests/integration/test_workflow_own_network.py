@@ -57,15 +57,15 @@ def by_hand(model: SmallCNN, x: np.ndarray) -> list[np.ndarray]:
 def test_the_cnn_is_analysed_like_the_resmlp(cnn_run):
     res = cnn_run / "results"
     model = SmallCNN(**KWARGS)
-    model.load_state_dict(load_file(res / DS / "base/model.safetensors"))
+    model.load_state_dict(load_file(res / DS / "draw0/base/model.safetensors"))
     model.eval()
-    metrics = json.loads((res / DS / "base/metrics.json").read_text())
+    metrics = json.loads((res / DS / "draw0/base/metrics.json").read_text())
     assert metrics["layers"] == ["block2", "fc1", "fc2"] and metrics["widths"] == [784, 128, 128]
     assert metrics["trained"] is True
 
     # the representations are the named modules' outputs on the test split
     x, y = read_split(res / DS / "data/test.parquet")
-    layers, labels = load_reps(res / DS / "reps/test.pt")
+    layers, labels = load_reps(res / DS / "draw0/reps/test.pt")
     np.testing.assert_array_equal(labels, y)
     for saved, ours in zip(layers, by_hand(model, x), strict=True):
         np.testing.assert_allclose(saved, ours, rtol=1e-5, atol=1e-5)
@@ -75,17 +75,17 @@ def test_the_cnn_is_analysed_like_the_resmlp(cnn_run):
         metrics["protocols"]["heldout"]["macro"], abs=1e-6)
 
     # training representations: the configured stratified subset of represent.train_size
-    _, train_labels = load_reps(res / DS / "reps/train.pt")
+    _, train_labels = load_reps(res / DS / "draw0/reps/train.pt")
     assert len(train_labels) == 500 and np.bincount(train_labels, minlength=10).min() >= 45
 
     # surrogate accuracy: L0 -> preprocess -> KAE -> undo -> the CNN's `out`, by hand
-    pre = load_preprocessing(res / DS / "reps/preprocessing.safetensors", [0, 2])
+    pre = load_preprocessing(res / DS / "draw0/reps/preprocessing.safetensors", [0, 2])
     for seed in (21, 365):
-        kae, _ = load_kae(res / DS / f"kae/iso0.001/seed{seed}/model.safetensors")
+        kae, _ = load_kae(res / DS / f"draw0/kae/iso0.001/seed{seed}/model.safetensors")
         with torch.no_grad():
             x_hat = kae.decode(kae.advance(kae.encode(torch.as_tensor(pre[0].apply(layers[0]), dtype=torch.float32))))
             pred = model.out(torch.as_tensor(pre[2].invert(x_hat.double().numpy()), dtype=torch.float32)).argmax(1)
-        acc = json.loads((res / DS / f"kae/iso0.001/seed{seed}/accuracy.json").read_text())
+        acc = json.loads((res / DS / f"draw0/kae/iso0.001/seed{seed}/accuracy.json").read_text())
         ours = accuracy_report(pred.numpy(), y, 10)
         assert abs(ours["macro"] - acc["protocols"]["heldout"]["macro"]) <= 100.0 / len(y) + 1e-9
 
@@ -109,17 +109,17 @@ def test_a_trained_network_is_taken_from_its_weights_file(cnn_run, tmp_path, mni
     weights give the same network, accuracy and representations."""
     res = cnn_run / "results"
     weights = tmp_path / "mine.safetensors"
-    save_file(load_file(res / DS / "base/model.safetensors"), weights)  # without kaepipe's metadata
+    save_file(load_file(res / DS / "draw0/base/model.safetensors"), weights)  # without kaepipe's metadata
     work = tmp_path / "w"
     work.mkdir()
     overlay = tmp_path / "weights.yaml"
     overlay.write_text(f"datasets:\n  {DS}:\n    base:\n      weights: {weights}\n")
-    run(work, mnist_root, P.fill(P.REPS, dataset=DS, split="test"), overlays=(str(overlay),))
-    ours = json.loads((work / "results" / DS / "base/metrics.json").read_text())
-    theirs = json.loads((res / DS / "base/metrics.json").read_text())
+    run(work, mnist_root, P.fill(P.REPS, dataset=DS, draw=0, split="test"), overlays=(str(overlay),))
+    ours = json.loads((work / "results" / DS / "draw0/base/metrics.json").read_text())
+    theirs = json.loads((res / DS / "draw0/base/metrics.json").read_text())
     assert ours["trained"] is False
     assert ours["protocols"] == theirs["protocols"]
-    a, _ = load_reps(work / "results" / DS / "reps/test.pt")
-    b, _ = load_reps(res / DS / "reps/test.pt")
+    a, _ = load_reps(work / "results" / DS / "draw0/reps/test.pt")
+    b, _ = load_reps(res / DS / "draw0/reps/test.pt")
     for u, v in zip(a, b, strict=True):
         np.testing.assert_array_equal(u, v)

@@ -32,7 +32,8 @@ EPS = {"yinyang": {"layers": 0.25, "iterates": 0.25},  # Yin-Yang's default (REA
 
 def test_topology_table_rows(tiny_run):
     table = pd.read_csv(tiny_run / "results/tables/topology.csv")
-    assert list(table.columns)[:6] == ["dataset", "source", "seed", "step", "eps", "betti0"]
+    assert list(table.columns)[:7] == ["dataset", "source", "draw", "seed", "step", "eps", "betti0"]
+    assert (table["draw"] == 0).all()  # the tiny config's one base-network draw
     assert set(table["source"]) == {"mlp", "kae"}
     for ds in ("yinyang", "mnist"):
         rows = table[table.dataset == ds]
@@ -48,6 +49,7 @@ def test_topology_table_rows(tiny_run):
     summary = pd.read_csv(tiny_run / "results/tables/topology_summary.csv")
     kae = summary[(summary.source == "kae") & (summary.dataset == "mnist")]
     assert len(kae) == K["mnist"] + 1 and (kae["n_seeds"] == 2).all()
+    assert (summary["draws"] == 1).all() and (kae["seeds"] == 2).all() and summary[summary.source == "mlp"].seeds.isna().all()
     assert (kae["betti0_min"] <= kae["betti0_mean"]).all() and (kae["betti0_mean"] <= kae["betti0_max"]).all()
     assert (tiny_run / "results/tables/topology_summary.md").read_text().split("|")[1].strip() == "dataset"
 
@@ -55,8 +57,8 @@ def test_topology_table_rows(tiny_run):
 def test_topology_curves_are_monotone_and_match_the_table(tiny_run):
     res = tiny_run / "results"
     table = pd.read_csv(res / "tables/topology.csv")
-    files = [("mlp", None, res / f"{ds}/topology/layers_curves.parquet", ds) for ds in LAYERS]
-    files += [("kae", s, res / f"{ds}/topology/iterates/iso{MAIN_LAMBDA[ds]:g}/seed{s}_curves.parquet", ds)
+    files = [("mlp", None, res / f"{ds}/draw0/topology/layers_curves.parquet", ds) for ds in LAYERS]
+    files += [("kae", s, res / f"{ds}/draw0/topology/iterates/iso{MAIN_LAMBDA[ds]:g}/seed{s}_curves.parquet", ds)
               for ds in LAYERS for s in SEEDS]
     for source, seed, path, ds in files:
         curves = pd.read_parquet(path)
@@ -88,11 +90,11 @@ def test_isometry_table_and_diagrams(tiny_run):
     # the long CSV holds 6 significant digits, so a std recomputed from it is off by up to ~1e-5 x |value|
     assert row["distortion_std"] == pytest.approx(one.std(ddof=0), abs=1e-5 * one.abs().max())
     assert "Spearman" in (res / "tables/isometry.md").read_text()
-    orig = pd.read_parquet(res / "yinyang/topology/isometry/original_diagram.parquet")
+    orig = pd.read_parquet(res / "yinyang/draw0/topology/isometry/original_diagram.parquet")
     assert list(orig.columns) == ["dim", "birth", "death"] and set(orig["dim"]) == {0, 1}
-    dg = pd.read_parquet(res / "yinyang/topology/isometry/iso0/diagrams.parquet")
+    dg = pd.read_parquet(res / "yinyang/draw0/topology/isometry/iso0/diagrams.parquet")
     assert list(dg.columns) == ["seed", "dim", "birth", "death"] and sorted(dg["seed"].unique()) == SEEDS
-    metrics = json.loads((res / "mnist/topology/isometry/iso0.001/metrics.json").read_text())
+    metrics = json.loads((res / "mnist/draw0/topology/isometry/iso0.001/metrics.json").read_text())
     assert [r["seed"] for r in metrics["results"]] == SEEDS
     assert metrics["results"][0]["threshold"]["original"] > 0
 
@@ -108,10 +110,10 @@ def test_topology_table_agrees_with_scipy_on_the_run_files(tiny_run):
     res = tiny_run / "results"
     table = pd.read_csv(res / "tables/topology.csv")
     for ds, n_layers in LAYERS.items():
-        raw, _ = load_reps(res / ds / "reps/test.pt")
+        raw, _ = load_reps(res / ds / "draw0/reps/test.pt")
         idx = subset_indices(raw.shape[1], POINTS[ds], 0)  # the stage's fixed subset (topology seed 0)
         assert len(idx) == POINTS[ds]
-        pre = load_preprocessing(res / ds / "reps/preprocessing.safetensors")
+        pre = load_preprocessing(res / ds / "draw0/reps/preprocessing.safetensors")
         rows = table[table.dataset == ds]
         for layer in range(n_layers):
             row = rows[(rows.source == "mlp") & (rows.step == layer)].iloc[0]
@@ -119,7 +121,7 @@ def test_topology_table_agrees_with_scipy_on_the_run_files(tiny_run):
             assert row.betti0 == betti0_by_scipy(pre[layer].apply(raw[layer][idx]), EPS[ds]["layers"]), (ds, layer)
         x0 = torch.as_tensor(pre[0].apply(raw[0][idx]), dtype=torch.float32)
         for seed in SEEDS:
-            kae, _ = load_kae(res / ds / f"kae/iso{MAIN_LAMBDA[ds]:g}/seed{seed}/model.safetensors")
+            kae, _ = load_kae(res / ds / f"draw0/kae/iso{MAIN_LAMBDA[ds]:g}/seed{seed}/model.safetensors")
             with torch.no_grad():
                 z = kae.encode(x0)
                 ends = {0: kae.decode(z), K[ds]: kae.decode(z @ kae.operator(K[ds]))}  # psi(phi(x0) O_t)

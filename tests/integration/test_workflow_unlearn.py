@@ -14,14 +14,14 @@ from kaepipe.unlearn import load_edited
 
 pytestmark = pytest.mark.slow
 
-EDIT = "results/yinyang/unlearn/iso1/seed{seed}/class2"
+EDIT = "results/yinyang/draw0/unlearn/iso1/seed{seed}/class2"
 
 
 def test_study_at_the_edits_settings_reproduces_the_edit(tiny_run):
     """The study job recomputes the paper edit's grid point (nearest targets, reg 0.1, strength 1, full
     rank) by another path (outputs Z O' through the head, not the edited model): the same accuracies,
     up to one sample of a class."""
-    res = tiny_run / "results/yinyang"
+    res = tiny_run / "results/yinyang/draw0"
     counts = {split: np.bincount(load_reps(res / f"reps/{split}.pt")[1]) for split in ("train", "test")}
     for seed in (21, 365):
         paper = json.loads((tiny_run / EDIT.format(seed=seed) / "edit.json").read_text())["methods"]["paper"]
@@ -42,7 +42,7 @@ def test_study_at_the_edits_settings_reproduces_the_edit(tiny_run):
 def test_edit_diagnostics_recomputed_from_the_edited_operator(tiny_run):
     """fit_fraction, constraint_residual and the targets of edit.json, recomputed here from the KAE, the
     saved edited operator (float64) and brute-force nearest clean neighbours in observable space."""
-    res = tiny_run / "results/yinyang"
+    res = tiny_run / "results/yinyang/draw0"
     pre = load_preprocessing(res / "reps/preprocessing.safetensors", [0])
     layers, labels = load_reps(res / "reps/train.pt")
     for seed in (21, 365):
@@ -79,7 +79,7 @@ def test_edit_json_records_both_protocols_and_methods(tiny_run):
         assert r["target_before"] == r["per_class_before"][2]
         assert r["retained_after"] == pytest.approx(np.mean(r["per_class_after"][:2]))
         assert m["edit_seconds"] > 0 and m["diagnostics"]["n_forget"] > 0
-    mnist = json.loads((tiny_run / "results/mnist/unlearn/iso0.001/seed21/class4/edit.json").read_text())
+    mnist = json.loads((tiny_run / "results/mnist/draw0/unlearn/iso0.001/seed21/class4/edit.json").read_text())
     assert mnist["methods"]["paper"]["settings"]["targets"] == "shared"
 
 
@@ -89,7 +89,7 @@ def test_edited_model_reproduces_the_recorded_accuracy(tiny_run):
     from kaepipe.represent import load_preprocessing, load_reps
     from kaepipe.unlearn import load_edited
 
-    res = tiny_run / "results/yinyang"
+    res = tiny_run / "results/yinyang/draw0"
     e = json.loads((tiny_run / EDIT.format(seed=365) / "edit.json").read_text())
     kae, _ = load_kae(res / "kae/iso1/seed365/model.safetensors")
     base = load_base_model(res / "base/model.safetensors")
@@ -138,11 +138,11 @@ def test_baselines_table_has_speedups(tiny_run):
         assert base.loc[m, "speedup_vs_retrain"] == pytest.approx(
             base.loc["retrain", "seconds"] / base.loc[m, "seconds"], rel=0.02)
         assert base.loc[m, "speedup_vs_finetune"] > 0
-    retrain = json.loads((tiny_run / "results/yinyang/unlearn/baselines/retrain/class2/metrics.json").read_text())
+    retrain = json.loads((tiny_run / "results/yinyang/draw0/unlearn/baselines/retrain/class2/metrics.json").read_text())
     r = retrain["protocols"]["heldout"]
     assert r["target_after"] < r["target_before"]  # never trained on the class
     assert retrain["train"]["epochs"] == 60  # the base network's settings
-    ft = json.loads((tiny_run / "results/yinyang/unlearn/baselines/finetune/class2/metrics.json").read_text())
+    ft = json.loads((tiny_run / "results/yinyang/draw0/unlearn/baselines/finetune/class2/metrics.json").read_text())
     assert ft["train"]["epochs"] == 2 and ft["seconds"] > 0
     mn = t[t.dataset == "mnist"]
     assert "retrain" not in set(mn.method) and "finetune" in set(mn.method)

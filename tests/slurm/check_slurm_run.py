@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 CORE_RULES = {"dataset", "base_model", "representations", "kae", "surrogate_accuracy", "accuracy_table"}
 OUTPUTS = [
     "results/yinyang/data/train.parquet", "results/yinyang/data/test.parquet",
-    "results/yinyang/base/model.safetensors", "results/yinyang/base/metrics.json",
-    "results/yinyang/reps/train.pt", "results/yinyang/reps/preprocessing.safetensors",
-    "results/yinyang/kae/iso1/seed21/model.safetensors", "results/yinyang/kae/iso1/seed365/model.safetensors",
-    "results/yinyang/kae/iso1/seed21/accuracy.json", "results/yinyang/kae/iso1/seed365/accuracy.json",
+    "results/yinyang/draw0/base/model.safetensors", "results/yinyang/draw0/base/metrics.json",
+    "results/yinyang/draw0/reps/train.pt", "results/yinyang/draw0/reps/preprocessing.safetensors",
+    "results/yinyang/draw0/kae/iso1/seed21/model.safetensors", "results/yinyang/draw0/kae/iso1/seed365/model.safetensors",
+    "results/yinyang/draw0/kae/iso1/seed21/accuracy.json", "results/yinyang/draw0/kae/iso1/seed365/accuracy.json",
     "results/tables/accuracy.csv", "results/tables/accuracy.md",
 ]
 

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from kaepipe.config import config_subset, dataset_config, lambda_tag, load_yaml, merged
+from kaepipe.config import base_seeds, config_subset, dataset_config, draw_of, lambda_tag, load_yaml, merged
 from kaepipe.errors import ConfigError
 from kaepipe.settings import validate_config
 
@@ -36,6 +36,21 @@ def test_wide_kae_overlay_changes_only_the_yinyang_kae_sizes_and_lr(repo, schema
         k: v for k, v in full["datasets"]["yinyang"]["kae"].items() if k not in changed}
     assert {k: v for k, v in cfg.items() if k != "datasets"} == {k: v for k, v in full.items() if k != "datasets"}
     assert cfg["datasets"]["mnist"] == full["datasets"]["mnist"]
+
+
+@pytest.mark.parametrize("base", ["config.yaml", "config/paper.yaml"])
+def test_draws_overlay_sets_five_base_draws_and_nothing_else(repo, schema_path, base):
+    full = load_yaml(repo / base)
+    cfg = merged(full, load_yaml(repo / "config/draws.yaml"))
+    validate_config(cfg, schema_path)
+    for name in full["run"]:
+        assert base_seeds(dataset_config(cfg, name)) == [0, 1, 2, 3, 4]
+        assert base_seeds(dataset_config(cfg, name))[0] == base_seeds(dataset_config(full, name))[0]  # draw 0 kept
+        drop = {k: v for k, v in cfg["datasets"][name]["base"].items() if k != "seeds"}
+        assert drop == {k: v for k, v in full["datasets"][name]["base"].items() if k != "seeds"}
+        assert {k: v for k, v in cfg["datasets"][name].items() if k != "base"} == {
+            k: v for k, v in full["datasets"][name].items() if k != "base"}
+    assert {k: v for k, v in cfg.items() if k != "datasets"} == {k: v for k, v in full.items() if k != "datasets"}
 
 
 def set_key(cfg: dict, path: str, value):
@@ -70,6 +85,11 @@ BAD = [
     ("non-positive k", "datasets.yinyang.kae.k", 0, r"datasets\.yinyang\.kae\.k'"),
     ("unknown parametrization", "datasets.yinyang.kae.parametrization", "cayley", r"parametrization': 'cayley' is not one of"),
     ("bad protocol split", "datasets.yinyang.evaluation.heldout", "train", r"evaluation\.heldout"),
+    ("base seed and seeds", "datasets.yinyang.base.seed", 3, r"datasets\.yinyang\.base\.seeds': give either .*not both"),
+    ("repeated base draw", "datasets.yinyang.base.seeds", [0, 1, 0], r"datasets\.yinyang\.base\.seeds': .*non-unique"),
+    ("negative base draw", "datasets.mnist.base.seeds", [0, -1], r"datasets\.mnist\.base\.seeds\.1': -1 is less than"),
+    ("no base draw", "datasets.yinyang.base.seeds", [], r"datasets\.yinyang\.base\.seeds'"),
+    ("base draw not an integer", "datasets.yinyang.base.seeds", [0.5], r"datasets\.yinyang\.base\.seeds\.0'"),
 ]
 
 
@@ -125,3 +145,46 @@ def test_stage_defaults_live_in_the_schema_and_validation_fills_them(default, sc
     merged_unlearn = unlearn_settings({"unlearn": {"target_classes": [1], "region": {"reg": 0.5}}, "base": yy["base"]})
     for key in ("methods", "targets", "reg", "region", "timing_repeats", "study"):
         assert merged_unlearn[key] == filled_unlearn[key], key
+
+
+def test_base_seeds_and_their_shorthand(default, schema_path):
+    """base.seeds lists the draws; base.seed: N is shorthand for seeds: [N]; neither: the single draw 0."""
+    assert base_seeds(dataset_config(default, "yinyang")) == [0]
+    short = copy.deepcopy(default)
+    del short["datasets"]["yinyang"]["base"]["seeds"]
+    assert base_seeds(dataset_config(short, "yinyang")) == [0]  # neither given
+    short["datasets"]["yinyang"]["base"]["seed"] = 4
+    validate_config(short, schema_path)
+    assert base_seeds(dataset_config(short, "yinyang")) == [4]
+    five = merged(default, {"datasets": {"yinyang": {"base": {"seeds": [3, 1, 4, 0, 2]}}}})
+    validate_config(five, schema_path)
+    assert base_seeds(dataset_config(five, "yinyang")) == [3, 1, 4, 0, 2]  # config order
+
+
+@pytest.mark.parametrize("base, message", [
+    ({"seed": 1, "seeds": [1]}, r"base\.seeds': give either .*not both"),
+    ({"seeds": [2, 2]}, r"base\.seeds': \[2\] listed more than once"),
+    ({"seeds": [0, -3]}, r"base\.seeds': \[-3\] are not non-negative integers"),
+    ({"seeds": [True]}, r"base\.seeds': \[True\] are not non-negative integers"),
+    ({"seeds": []}, r"base\.seeds': \[\] is not a non-empty list"),
+    ({"seed": -1}, r"base\.seed': -1 is not a non-negative integer"),
+    ({"seeds": [0, 1], "weights": "w.safetensors"}, r"base\.seeds': \[0, 1\] asks for 2 draws, but .*weights is one"),
+])
+def test_bad_base_seeds_are_refused_without_the_schema(base, message):
+    """The one reader of the draws refuses what the schema refuses (a config checked by kaepipe alone)."""
+    with pytest.raises(ConfigError, match=message):
+        base_seeds({"name": "yy", "base": base})
+
+
+def test_the_settings_of_one_draw(default):
+    """A draw's settings: `draw` and base.seed are the draw, base.seeds is gone, and they (a rule's params) do not
+    change when other draws are added, so adding draws reruns nothing of the existing ones."""
+    five = merged(default, {"datasets": {"yinyang": {"base": {"seeds": [0, 1, 2, 3, 4]}}}})
+    ds = dataset_config(five, "yinyang", "2")
+    assert ds["draw"] == 2 and ds["base"]["seed"] == 2 and "seeds" not in ds["base"] and draw_of(ds) == 2
+    assert draw_of(dataset_config(five, "yinyang")) is None and draw_of(dataset_config(default, "yinyang")) == 0
+    one, many = (config_subset(dataset_config(c, "yinyang", 0), ("base", "kae")) for c in (default, five))
+    assert one == many and one["draw"] == 0
+    assert config_subset(dataset_config(five, "yinyang", 1), ("base",)) != many
+    with pytest.raises(ConfigError, match=r"no draw 7 among \[0\]"):
+        dataset_config(default, "yinyang", 7)

@@ -1,5 +1,5 @@
 rule base_model:
-    """Train the dataset's base network (the ResMLP or base.network), or take base.weights; measure every split."""
+    """Train one draw of the dataset's base network (its seed: the draw), or take base.weights; measure every split."""
     input:
         unpack(data_paths),
         weights=base_weights,
@@ -8,9 +8,9 @@ rule base_model:
         curve=P.BASE_CURVE,
         metrics=P.BASE_METRICS,
     log:
-        "results/logs/base_model/{dataset}.log",
+        "results/logs/base_model/{dataset}_draw{draw}.log",
     benchmark:
-        "results/benchmarks/base_model/{dataset}.tsv"
+        "results/benchmarks/base_model/{dataset}_draw{draw}.tsv"
     conda:
         "../envs/kaepipe.yaml"
     threads: 1

@@ -1,5 +1,6 @@
 # The paper's figures (docs/method.md section 9) and diagnostics: results/figures/<name>_<dataset>.{png,pdf}.
-# Every figure is drawn on the CPU with matplotlib's Agg backend; equal inputs give equal bytes.
+# Every figure is drawn on the CPU with matplotlib's Agg backend; equal inputs give equal bytes. A figure
+# shows the dataset's first base-network draw (base.seeds[0]): its inputs are that draw's files.
 # Figures that need the topology or unlearning stage exist only when that stage's rules are defined,
 # so include this file after the stages (the Snakefile does). Paths and input helpers: kaepipe.stages.paths.
 
@@ -37,8 +38,10 @@ rule figure_layers:
 rule figure_training:
     """Training curves: base network loss/accuracy, KAE total loss per lambda_iso and loss terms."""
     input:
-        curve=P.BASE_CURVE,
-        losses=lambda w: kae_outputs(P.KAE_LOSSES, [w.dataset]),
+        curve=first_draw(P.BASE_CURVE),
+        losses=lambda w: kae_outputs(
+            P.KAE_LOSSES, [w.dataset], [P.first_draw(config, w.dataset)]
+        ),
     output:
         png=report(
             P.figure("training", "png"),
@@ -69,7 +72,7 @@ rule figure_path:
     """The decoded KAE path psi(K^t phi(x0)) of a few samples next to the network's layers."""
     input:
         reps=paper_reps,
-        preprocessing=P.PREPROCESSING,
+        preprocessing=first_draw(P.PREPROCESSING),
         kae=lambda w: P.main_kae_file(config, w.dataset),
     output:
         png=report(
@@ -101,8 +104,8 @@ rule figure_isometry:
     """Figure 2: 3-D PCA of x_L and of phi(x_L) for three lambda_iso, and the beta_0/beta_1 curves."""
     input:
         unpack(lambda w: P.isometry_inputs(config, w.dataset)),
-        unpack(lambda w: P.reps_files(w.dataset)),
-        preprocessing=P.PREPROCESSING,
+        unpack(lambda w: P.reps_files(config, w.dataset)),
+        preprocessing=first_draw(P.PREPROCESSING),
     output:
         png=report(
             P.figure("isometry", "png"),
@@ -133,11 +136,11 @@ rule figure_isometry:
 rule figure_topology:
     """Figure 3: beta_0 per base layer and per KAE iterate (mean, min-max over seeds), iterates in 3-D PCA."""
     input:
-        unpack(lambda w: P.reps_files(w.dataset)),
-        layers=P.TOPOLOGY_LAYERS,
+        unpack(lambda w: P.reps_files(config, w.dataset)),
+        layers=first_draw(P.TOPOLOGY_LAYERS),
         iterates=lambda w: P.iterate_tables(config, w.dataset),
         kae=lambda w: P.main_kae_file(config, w.dataset),
-        preprocessing=P.PREPROCESSING,
+        preprocessing=first_draw(P.PREPROCESSING),
     output:
         png=report(
             P.figure("topology", "png"),
@@ -172,7 +175,7 @@ if FIGURES_EDITING:
         """Figure 4: 3-D PCA of the observables' outputs Z O before and Z O' after forgetting one class."""
         input:
             reps=paper_reps,
-            preprocessing=P.PREPROCESSING,
+            preprocessing=first_draw(P.PREPROCESSING),
             kae=lambda w: P.main_kae_file(config, w.dataset),
             edited=lambda w: P.edited_file(config, w.dataset),
         output:

@@ -1,6 +1,7 @@
-# KAE training. Per dataset, `kae.pack` decides how its isometry-weight x seed grid is split into jobs:
-# each pack trains as one vectorised ensemble (kaepipe.nn.ensemble) and writes every member's files, the
-# same files a one-KAE job writes. `seed` packs use the wildcard rule `kae`, one KAE per job.
+# KAE training. Per dataset and base-network draw, `kae.pack` decides how its isometry-weight x seed grid is
+# split into jobs: each pack trains as one vectorised ensemble (kaepipe.nn.ensemble) and writes every
+# member's files, the same files a one-KAE job writes. `seed` packs use the wildcard rule `kae`, one KAE
+# per job. Pack rules are made per (dataset, draw, pack): kae_<dataset>_draw<draw>_<pack>.
 SINGLE_KAE_DATASETS = [d for d in DATASETS if P.kae_pack_mode(config, d) == "seed"]
 
 
@@ -16,9 +17,9 @@ if SINGLE_KAE_DATASETS:
             losses=P.KAE_LOSSES,
             metrics=P.KAE_METRICS,
         log:
-            "results/logs/kae/{dataset}_iso{lam}_seed{seed}.log",
+            "results/logs/kae/{dataset}_draw{draw}_iso{lam}_seed{seed}.log",
         benchmark:
-            "results/benchmarks/kae/{dataset}_iso{lam}_seed{seed}.tsv"
+            "results/benchmarks/kae/{dataset}_draw{draw}_iso{lam}_seed{seed}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
         conda:
@@ -37,43 +38,42 @@ if SINGLE_KAE_DATASETS:
 for _dataset in DATASETS:
     if _dataset in SINGLE_KAE_DATASETS:
         continue
-    for _pack, _members in P.kae_packs(config, _dataset):
+    for _draw in P.draws(config, _dataset):
+        _w = {"dataset": _dataset, "draw": _draw}
+        for _pack, _members in P.kae_packs(config, _dataset):
 
-        rule:
-            name:
-                P.rule_name("kae", _dataset, _pack)
-            input:
-                reps=P.fill(P.REPS, dataset=_dataset, split="train"),
-                preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
-            output:
-                model=[
-                    P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s)
-                    for t, s in _members
-                ],
-                losses=[
-                    P.fill(P.KAE_LOSSES, dataset=_dataset, lam=t, seed=s)
-                    for t, s in _members
-                ],
-                metrics=[
-                    P.fill(P.KAE_METRICS, dataset=_dataset, lam=t, seed=s)
-                    for t, s in _members
-                ],
-            log:
-                f"results/logs/kae/{_dataset}_{_pack}.log",
-            benchmark:
-                f"results/benchmarks/kae/{_dataset}_{_pack}.tsv"
-            conda:
-                "../envs/kaepipe.yaml"
-            threads: 1
-            resources:
-                mem_mb=4000,
-                runtime=60 + 60 * len(_members),
-                gpu=1,
-            params:
-                ds=ds_params(_dataset, "kae"),
-                members=[[t, s] for t, s in _members],
-            script:
-                "../scripts/kae_pack.py"
+            rule:
+                name:
+                    P.rule_name("kae", _dataset, f"draw{_draw}", _pack)
+                input:
+                    reps=P.fill(P.REPS, **_w, split="train"),
+                    preprocessing=P.fill(P.PREPROCESSING, **_w),
+                output:
+                    model=[
+                        P.fill(P.KAE_MODEL, **_w, lam=t, seed=s) for t, s in _members
+                    ],
+                    losses=[
+                        P.fill(P.KAE_LOSSES, **_w, lam=t, seed=s) for t, s in _members
+                    ],
+                    metrics=[
+                        P.fill(P.KAE_METRICS, **_w, lam=t, seed=s) for t, s in _members
+                    ],
+                log:
+                    f"results/logs/kae/{_dataset}_draw{_draw}_{_pack}.log",
+                benchmark:
+                    f"results/benchmarks/kae/{_dataset}_draw{_draw}_{_pack}.tsv"
+                conda:
+                    "../envs/kaepipe.yaml"
+                threads: 1
+                resources:
+                    mem_mb=4000,
+                    runtime=60 + 60 * len(_members),
+                    gpu=1,
+                params:
+                    ds=ds_params(_dataset, "kae", draw=_draw),
+                    members=[[t, s] for t, s in _members],
+                script:
+                    "../scripts/kae_pack.py"
 
 
 if SINGLE_KAE_DATASETS:
@@ -89,9 +89,9 @@ if SINGLE_KAE_DATASETS:
         output:
             [P.KAE_ACCURACY],
         log:
-            "results/logs/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.log",
+            "results/logs/surrogate_accuracy/{dataset}_draw{draw}_iso{lam}_seed{seed}.log",
         benchmark:
-            "results/benchmarks/surrogate_accuracy/{dataset}_iso{lam}_seed{seed}.tsv"
+            "results/benchmarks/surrogate_accuracy/{dataset}_draw{draw}_iso{lam}_seed{seed}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
         conda:
@@ -110,37 +110,33 @@ if SINGLE_KAE_DATASETS:
 for _dataset in DATASETS:
     if _dataset in SINGLE_KAE_DATASETS:
         continue
-    for _pack, _members in P.kae_packs(config, _dataset):
+    for _draw in P.draws(config, _dataset):
+        _w = {"dataset": _dataset, "draw": _draw}
+        for _pack, _members in P.kae_packs(config, _dataset):
 
-        rule:
-            name:
-                P.rule_name("surrogate_accuracy", _dataset, _pack)
-            input:
-                kae=[
-                    P.fill(P.KAE_MODEL, dataset=_dataset, lam=t, seed=s)
-                    for t, s in _members
-                ],
-                base=P.fill(P.BASE_MODEL, dataset=_dataset),
-                preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
-                train=P.fill(P.REPS, dataset=_dataset, split="train"),
-                test=P.fill(P.REPS, dataset=_dataset, split="test"),
-            output:
-                [
-                    P.fill(P.KAE_ACCURACY, dataset=_dataset, lam=t, seed=s)
-                    for t, s in _members
-                ],
-            log:
-                f"results/logs/surrogate_accuracy/{_dataset}_{_pack}.log",
-            benchmark:
-                f"results/benchmarks/surrogate_accuracy/{_dataset}_{_pack}.tsv"
-            conda:
-                "../envs/kaepipe.yaml"
-            threads: 1
-            resources:
-                mem_mb=4000,
-                runtime=20,
-                gpu=1,
-            params:
-                ds=ds_params(_dataset, "base", "kae"),
-            script:
-                "../scripts/surrogate_accuracy.py"
+            rule:
+                name:
+                    P.rule_name("surrogate_accuracy", _dataset, f"draw{_draw}", _pack)
+                input:
+                    kae=[P.fill(P.KAE_MODEL, **_w, lam=t, seed=s) for t, s in _members],
+                    base=P.fill(P.BASE_MODEL, **_w),
+                    preprocessing=P.fill(P.PREPROCESSING, **_w),
+                    train=P.fill(P.REPS, **_w, split="train"),
+                    test=P.fill(P.REPS, **_w, split="test"),
+                output:
+                    [P.fill(P.KAE_ACCURACY, **_w, lam=t, seed=s) for t, s in _members],
+                log:
+                    f"results/logs/surrogate_accuracy/{_dataset}_draw{_draw}_{_pack}.log",
+                benchmark:
+                    f"results/benchmarks/surrogate_accuracy/{_dataset}_draw{_draw}_{_pack}.tsv"
+                conda:
+                    "../envs/kaepipe.yaml"
+                threads: 1
+                resources:
+                    mem_mb=4000,
+                    runtime=20,
+                    gpu=1,
+                params:
+                    ds=ds_params(_dataset, "base", "kae", draw=_draw),
+                script:
+                    "../scripts/surrogate_accuracy.py"

@@ -10,9 +10,9 @@ rule representations:
         test_pt=P.partial(P.REPS, split="test"),
         preprocessing=P.PREPROCESSING,
     log:
-        "results/logs/representations/{dataset}.log",
+        "results/logs/representations/{dataset}_draw{draw}.log",
     benchmark:
-        "results/benchmarks/representations/{dataset}.tsv"
+        "results/benchmarks/representations/{dataset}_draw{draw}.tsv"
     conda:
         "../envs/kaepipe.yaml"
     threads: 1

@@ -1,7 +1,8 @@
 rule accuracy_table:
-    """Aggregate MLP and KAE surrogate accuracies into the paper's accuracy table, mean (std) over seeds."""
+    """Aggregate MLP and KAE surrogate accuracies into the paper's accuracy table: mean (std) over the base
+    draws (MLP) and over every (draw, KAE seed) pair (KAE), with how many of each."""
     input:
-        base=expand(P.BASE_METRICS, dataset=DATASETS),
+        base=P.draw_paths(config, DATASETS, P.BASE_METRICS),
         kae=kae_outputs(P.KAE_ACCURACY),
     output:
         csv=P.table("accuracy.csv"),

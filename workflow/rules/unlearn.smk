@@ -1,6 +1,6 @@
-# Class unlearning by editing the Koopman operator (docs/method.md section 8): one edit per dataset, target
-# class and KAE seed (at the main isometry weight), the two baselines that retrain or fine-tune the base
-# network without the class, the trade-off study, and the tables. Settings: the optional `unlearn`
+# Class unlearning by editing the Koopman operator (docs/method.md section 8): one edit per dataset, base
+# draw, target class and KAE seed (at the main isometry weight), the two baselines that retrain or
+# fine-tune each draw's base network without the class, the trade-off study, and the tables. Settings: the optional `unlearn`
 # block of a dataset (defaults: the config schema; no block, no unlearning).
 
 
@@ -26,9 +26,9 @@ if UNLEARN_DATASETS and SINGLE_KAE_DATASETS:
             json=[P.EDIT],
             model=[P.EDITED_MODEL],
         log:
-            "results/logs/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.log",
+            "results/logs/unlearn_edit/{dataset}_draw{draw}_iso{lam}_seed{seed}_class{target}.log",
         benchmark:
-            "results/benchmarks/unlearn_edit/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
+            "results/benchmarks/unlearn_edit/{dataset}_draw{draw}_iso{lam}_seed{seed}_class{target}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
         conda:
@@ -55,9 +55,9 @@ if UNLEARN_DATASETS and SINGLE_KAE_DATASETS:
         output:
             [P.STUDY],
         log:
-            "results/logs/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.log",
+            "results/logs/unlearn_study/{dataset}_draw{draw}_iso{lam}_seed{seed}_class{target}.log",
         benchmark:
-            "results/benchmarks/unlearn_study/{dataset}_iso{lam}_seed{seed}_class{target}.tsv"
+            "results/benchmarks/unlearn_study/{dataset}_draw{draw}_iso{lam}_seed{seed}_class{target}.tsv"
         wildcard_constraints:
             dataset="|".join(SINGLE_KAE_DATASETS),
         conda:
@@ -74,81 +74,94 @@ if UNLEARN_DATASETS and SINGLE_KAE_DATASETS:
             "../scripts/unlearn_study.py"
 
 
-# With KAE packs (kae.pack grid or lambda) every edit of a dataset, and every study, runs in one job.
+# With KAE packs (kae.pack grid or lambda) every edit of a dataset's draw, and every study, runs in one job.
 for _dataset in P.unlearn_datasets(config):
     if _dataset in SINGLE_KAE_DATASETS:
         continue
-    _edits = P.edit_items(config, _dataset)
-
-    rule:
-        name:
-            P.rule_name("unlearn_edit", _dataset)
-        input:
-            kae=[item["kae"] for item in _edits],
-            base=P.fill(P.BASE_MODEL, dataset=_dataset),
-            preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
-            train=P.fill(P.REPS, dataset=_dataset, split="train"),
-            test=P.fill(P.REPS, dataset=_dataset, split="test"),
-        output:
-            json=[item["edit"] for item in _edits],
-            model=[item["edited"] for item in _edits],
-        log:
-            f"results/logs/unlearn_edit/{_dataset}.log",
-        benchmark:
-            f"results/benchmarks/unlearn_edit/{_dataset}.tsv"
-        conda:
-            "../envs/kaepipe.yaml"
-        threads: 1
-        resources:
-            mem_mb=4000,
-            runtime=10 + 10 * len(_edits),
-            gpu=1,
-        params:
-            ds=ds_params(
-                _dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)
-            ),
-            targets=[item["target"] for item in _edits],
-        script:
-            "../scripts/unlearn_edit.py"
-
-    _studies = P.edit_items(config, _dataset, study=True)
-    if _studies:
+    for _draw in P.draws(config, _dataset):
+        _w = {"dataset": _dataset, "draw": _draw}
+        _edits = P.edit_items(config, _dataset, _draw)
 
         rule:
             name:
-                P.rule_name("unlearn_study", _dataset)
+                P.rule_name("unlearn_edit", _dataset, f"draw{_draw}")
             input:
-                kae=[item["kae"] for item in _studies],
-                base=P.fill(P.BASE_MODEL, dataset=_dataset),
-                preprocessing=P.fill(P.PREPROCESSING, dataset=_dataset),
-                train=P.fill(P.REPS, dataset=_dataset, split="train"),
-                test=P.fill(P.REPS, dataset=_dataset, split="test"),
+                kae=[item["kae"] for item in _edits],
+                base=P.fill(P.BASE_MODEL, **_w),
+                preprocessing=P.fill(P.PREPROCESSING, **_w),
+                train=P.fill(P.REPS, **_w, split="train"),
+                test=P.fill(P.REPS, **_w, split="test"),
             output:
-                [item["study"] for item in _studies],
+                json=[item["edit"] for item in _edits],
+                model=[item["edited"] for item in _edits],
             log:
-                f"results/logs/unlearn_study/{_dataset}.log",
+                f"results/logs/unlearn_edit/{_dataset}_draw{_draw}.log",
             benchmark:
-                f"results/benchmarks/unlearn_study/{_dataset}.tsv"
+                f"results/benchmarks/unlearn_edit/{_dataset}_draw{_draw}.tsv"
             conda:
                 "../envs/kaepipe.yaml"
             threads: 1
             resources:
                 mem_mb=4000,
-                runtime=10 + 20 * len(_studies),
+                runtime=10 + 10 * len(_edits),
                 gpu=1,
             params:
                 ds=ds_params(
-                    _dataset, "base", "kae", "unlearn", drop=("unlearn.baselines",)
+                    _dataset,
+                    "base",
+                    "kae",
+                    "unlearn",
+                    draw=_draw,
+                    drop=("unlearn.baselines",),
                 ),
-                targets=[item["target"] for item in _studies],
+                targets=[item["target"] for item in _edits],
             script:
-                "../scripts/unlearn_study.py"
+                "../scripts/unlearn_edit.py"
+
+        _studies = P.edit_items(config, _dataset, _draw, study=True)
+        if _studies:
+
+            rule:
+                name:
+                    P.rule_name("unlearn_study", _dataset, f"draw{_draw}")
+                input:
+                    kae=[item["kae"] for item in _studies],
+                    base=P.fill(P.BASE_MODEL, **_w),
+                    preprocessing=P.fill(P.PREPROCESSING, **_w),
+                    train=P.fill(P.REPS, **_w, split="train"),
+                    test=P.fill(P.REPS, **_w, split="test"),
+                output:
+                    [item["study"] for item in _studies],
+                log:
+                    f"results/logs/unlearn_study/{_dataset}_draw{_draw}.log",
+                benchmark:
+                    f"results/benchmarks/unlearn_study/{_dataset}_draw{_draw}.tsv"
+                conda:
+                    "../envs/kaepipe.yaml"
+                threads: 1
+                resources:
+                    mem_mb=4000,
+                    runtime=10 + 20 * len(_studies),
+                    gpu=1,
+                params:
+                    ds=ds_params(
+                        _dataset,
+                        "base",
+                        "kae",
+                        "unlearn",
+                        draw=_draw,
+                        drop=("unlearn.baselines",),
+                    ),
+                    targets=[item["target"] for item in _studies],
+                script:
+                    "../scripts/unlearn_study.py"
 
 
 if UNLEARN_DATASETS:
 
     rule unlearn_baseline:
-        """Retrain the base network without the class (gold standard) or fine-tune it on the retained classes."""
+        """Retrain a draw's base network without the class (gold standard; the draw's seed) or fine-tune it on
+        the retained classes."""
         input:
             unpack(data_paths),
             base=P.BASE_MODEL,
@@ -156,9 +169,9 @@ if UNLEARN_DATASETS:
             json=P.BASELINE_METRICS,
             model=P.BASELINE_MODEL,
         log:
-            "results/logs/unlearn_baseline/{dataset}_{baseline}_class{target}.log",
+            "results/logs/unlearn_baseline/{dataset}_draw{draw}_{baseline}_class{target}.log",
         benchmark:
-            "results/benchmarks/unlearn_baseline/{dataset}_{baseline}_class{target}.tsv"
+            "results/benchmarks/unlearn_baseline/{dataset}_draw{draw}_{baseline}_class{target}.tsv"
         conda:
             "../envs/kaepipe.yaml"
         threads: 1
@@ -177,8 +190,9 @@ if UNLEARN_DATASETS:
             "../scripts/unlearn_baseline.py"
 
     rule unlearn_tables:
-        """The editing table (target and retained accuracy before -> after, mean (std) over seeds), the
-        per-class table, the baselines with the edits' speed-ups and the trade-off study.
+        """The editing table (target and retained accuracy before -> after, mean (std) over every (draw, KAE
+        seed) pair), the per-class table, the baselines (over draws) with the edits' speed-ups and the
+        trade-off study.
         """
         input:
             edits=P.edit_paths(config, P.EDIT),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kaepipe.config import dataset_sources
+from kaepipe.config import base_seeds, dataset_sources
 from kaepipe.io import to_jsonable
 from kaepipe.published import PROTOCOL, published_accuracy, published_editing, published_topology
 from kaepipe.report.tables import cell, mean_std, to_markdown
@@ -48,6 +48,16 @@ def _cell(mean: float, std: float | None, digits: int = 2) -> str:
     return cell(mean, std, digits)
 
 
+def _basis(r: Mapping[str, Any], kae: bool) -> dict[str, float]:
+    """How many models, base draws and KAE seeds a row of a stage table rests on (tables of older runs without
+    `draws`/`seeds`: one draw, and `n_seeds` KAE seeds for KAE rows)."""
+    n = int(_num(r.get("n_seeds", 1)))
+    draws = r.get("draws")
+    seeds = r.get("seeds")
+    return {"n_seeds": n, "draws": int(_num(draws)) if draws is not None and not pd.isna(draws) else 1,
+            "seeds": (_num(seeds) if seeds is not None else float(n)) if kae else float("nan")}
+
+
 def _round(df: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
     """Round float columns so the CSV, Markdown and the summary print the same numbers."""
     out = df.copy()
@@ -67,9 +77,10 @@ def accuracy_comparison(accuracy: pd.DataFrame, sources: Mapping[str, str] | Non
     rows = []
     for r in accuracy.itertuples(index=False):
         pub_mean, pub_std = published_accuracy((sources or {}).get(r.dataset, r.dataset), r.model, r.protocol)
-        ours_std = float(r.acc_std) if r.model == "KAE" else None
+        basis = _basis(r._asdict(), r.model == "KAE")
+        ours_std = float(r.acc_std) if r.model == "KAE" or basis["draws"] > 1 else None
         rows.append({"dataset": r.dataset, "protocol": r.protocol, "split": r.split, "model": r.model,
-                     "lambda_iso": _num(r.lambda_iso), "n_seeds": int(r.n_seeds),
+                     "lambda_iso": _num(r.lambda_iso), **basis,
                      "published": _cell(pub_mean, pub_std), "ours": _cell(float(r.acc_mean), ours_std),
                      "published_mean": pub_mean, "ours_mean": float(r.acc_mean),
                      "ours_std": float(r.acc_std), "difference": float(r.acc_mean) - pub_mean})
@@ -79,12 +90,15 @@ def accuracy_comparison(accuracy: pd.DataFrame, sources: Mapping[str, str] | Non
 def topology_comparison(long: pd.DataFrame, n_train: Mapping[str, int] | None = None,
                         sources: Mapping[str, str] | None = None) -> pd.DataFrame:
     """beta_0 per dataset, model (mlp layer / kae iterate) and step: mean (population std) and min-max over
-    seeds, the published value and the difference. `long`: results/tables/topology.csv; n_train: the
-    training-set size per dataset (the preprocessing's fit, for the paper's eps)."""
+    the base draws (layers) or every (draw, KAE seed) pair (iterates), the published value and the difference.
+    `long`: results/tables/topology.csv; n_train: the training-set size per dataset (the preprocessing's fit,
+    for the paper's eps)."""
     long = long.copy()
     long["lambda_iso"] = pd.to_numeric(long["lambda_iso"], errors="coerce")
     if "metric" not in long:
         long["metric"] = "euclidean"
+    if "draw" not in long:
+        long["draw"] = -1  # a table of an older run: one draw
     keys = ["dataset", "source", "lambda_iso", "eps", "metric", "step"]
     rows = []
     for key, g in long.groupby(keys, dropna=False, sort=False):
@@ -92,9 +106,13 @@ def topology_comparison(long: pd.DataFrame, n_train: Mapping[str, int] | None = 
         m, s = mean_std(g["betti0"])
         pub = published_topology((sources or {}).get(dataset, dataset), source, int(step), float(eps), metric,
                                  (n_train or {}).get(dataset))
+        draws = int(g["draw"].nunique(dropna=False))
+        seeds = float(g["seed"].nunique(dropna=False)) if source != "mlp" else float("nan")
         rows.append({"dataset": dataset, "model": source, "lambda_iso": _num(lam), "eps": float(eps),
-                     "step": int(step), "n_seeds": len(g), "published": "-" if math.isnan(pub) else f"{pub:g}",
-                     "ours": _cell(m, s if source != "mlp" else None, 1), "published_mean": pub, "ours_mean": m,
+                     "step": int(step), "n_seeds": len(g), "draws": draws, "seeds": seeds,
+                     "published": "-" if math.isnan(pub) else f"{pub:g}",
+                     "ours": _cell(m, s if source != "mlp" or draws > 1 else None, 1), "published_mean": pub,
+                     "ours_mean": m,
                      "ours_std": s, "ours_min": float(g["betti0"].min()), "ours_max": float(g["betti0"].max()),
                      "difference": m - pub})
     out = pd.DataFrame(rows)
@@ -124,7 +142,7 @@ def isometry_comparison(table: pd.DataFrame) -> pd.DataFrame:
     (the stronger the penalty, the closer phi(x) to x), so `published` is '-'."""
     rows = []
     for r in table.to_dict("records"):
-        row = {"dataset": r["dataset"], "lambda_iso": _num(r["lambda_iso"]), "n_seeds": int(r.get("n_seeds", 1)),
+        row = {"dataset": r["dataset"], "lambda_iso": _num(r["lambda_iso"]), **_basis(r, True),
                "points": int(r.get("points", 0)), "published": "-"}
         for m in ISOMETRY_SHOWN:
             if f"{m}_mean" in r:
@@ -149,7 +167,7 @@ def editing_comparison(editing: pd.DataFrame, sources: Mapping[str, str] | None 
         (pbm, pbs), (pam, pas) = pub if pub else ((math.nan, math.nan), (math.nan, math.nan))
         bm, bs, am, as_ = (_num(r[f"target_{w}"]) for w in ("before_mean", "before_std", "after_mean", "after_std"))
         row = {k: r[k] for k in ("dataset", "protocol", "split", "method") if k in r}
-        row.update({"target": target, "n_seeds": int(r.get("n_seeds", 1)),
+        row.update({"target": target, **_basis(r, True),
                     "published_before": _cell(pbm, pbs), "ours_before": _cell(bm, bs),
                     "published_after": _cell(pam, pas), "ours_after": _cell(am, as_),
                     "difference_before": bm - pbm, "difference_after": am - pam})
@@ -208,6 +226,24 @@ def config_yaml(config: Mapping) -> str:
     return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=110)
 
 
+def _draws(config: Mapping) -> dict[str, list[int]]:
+    """The base-network draws of each dataset of `run`."""
+    datasets = config.get("datasets", {})
+    return {d: base_seeds({**datasets[d], "name": d}) for d in config.get("run") or [] if d in datasets}
+
+
+def draws_text(config: Mapping) -> str:
+    """What every number of the summary rests on: the base-network draws and KAE seeds of each dataset."""
+    parts = []
+    for d, draws in _draws(config).items():
+        seeds = (config["datasets"][d].get("kae") or {}).get("seeds") or []
+        parts.append(f"{d}: {len(draws)} base-network draw{'s' if len(draws) != 1 else ''} ({', '.join(map(str, draws))})"
+                     f" x {len(seeds)} KAE seed{'s' if len(seeds) != 1 else ''}")
+    return ("Every number rests on the models its row counts: `n_seeds` models, from `draws` base-network draws "
+            "(`base.seeds`; MLP rows: mean (std) over the draws, one draw: the network alone) and `seeds` KAE seeds "
+            "(KAE rows: mean (std) over every (draw, seed) pair)." + (" " + "; ".join(parts) + "." if parts else ""))
+
+
 # Numeric helper columns kept in the CSV but not repeated in the Markdown and LaTeX (their cells are shown).
 HIDDEN = ("published_mean", "ours_mean", "ours_std", "ours_min", "ours_max", "before_mean", "before_std",
           "after_mean", "after_std")
@@ -230,14 +266,16 @@ def summary_markdown(tables: Mapping[str, pd.DataFrame], notes: Mapping[str, str
              "Reproduction of *Koopman Autoencoders Learn Neural Representation Dynamics* (Aswani & Jabari, 2025).",
              "Each table gives the published value, ours and the difference (ours - published); mean (population "
              "std) over seeds as in the paper. The same tables are in `results/tables/summary_<name>.{csv,md,tex}`.",
-             ""]
+             "", draws_text(config), ""]
     for name, df in tables.items():
         lines += [f"## {TABLE_TITLES.get(name, name)}", ""]
         if notes.get(name):
             lines += [notes[name], ""]
         lines += [to_markdown(df) if len(df) else "(no rows)\n", ""]
     if figures:
-        lines += ["## Figures", ""] + [f"- `{f}`" for f in figures] + [""]
+        lines += ["## Figures", "", "Each figure shows its dataset's first base-network draw "
+                  f"({', '.join(f'{d}: draw {s[0]}' for d, s in _draws(config).items())}).", ""]
+        lines += [f"- `{f}`" for f in figures] + [""]
     lines += ["## Configuration", "", "```yaml", config_yaml(config).rstrip(), "```", "",
               "## Library versions", "", f"git commit: `{git_commit}`", ""]
     lines += [to_markdown(pd.DataFrame({"library": list(versions), "version": list(versions.values())})), ""]

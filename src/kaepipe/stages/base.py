@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from kaepipe.config import draw_of
 from kaepipe.data import read_split
-from kaepipe.errors import DataError
+from kaepipe.errors import ConfigError, DataError
 from kaepipe.evaluate import evaluate_model
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.network import load_weights
@@ -55,10 +56,17 @@ def start_from_weights(ds: Mapping, path: str | Path, in_features: int) -> nn.Mo
 
 def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: str, out_curve: str,
                       out_metrics: str, device: torch.device, log: Callable[[str], None] = print) -> dict:
-    """Train the dataset's base network on its train split (or load `base.weights`), check that its head
-    reproduces it, then write weights, curve and accuracies."""
+    """Train one draw of the dataset's base network (the ResMLP or base.network) on its train split, or load
+    `base.weights`; check that its head reproduces it, then write weights, curve and accuracies.
+
+    `ds`: the settings of one draw (kaepipe.config.dataset_config(config, name, draw)); the draw is the
+    network's seed (initialisation and batch order)."""
     x_train, y_train = read_split(split_paths["train"], ds["classes"], "train")
-    cfg = TrainConfig.from_dict(ds["base"])
+    draw = draw_of(ds)
+    if draw is None:
+        raise ConfigError(f"datasets.{ds.get('name')}.base.seeds: the base network trains one draw at a time; "
+                          f"give the settings of one draw (kaepipe.config.dataset_config(config, name, draw))")
+    cfg = TrainConfig.from_dict({**ds["base"], "seed": draw})
     seed_all(cfg.seed)
     weights = ds["base"].get("weights")
     t0 = time.perf_counter()
@@ -68,7 +76,8 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
         curve = pd.DataFrame({c: pd.Series(dtype="int64" if c == "epoch" else "float64") for c in CURVE_COLUMNS})
     else:
         model = build_base(ds, x_train.shape[1]).to(device)
-        log(f"training {ds['name']} {describe(ds)} on {len(x_train)} samples, {cfg.epochs} epochs, device {device}")
+        log(f"training {ds['name']} {describe(ds)} (draw {draw}) on {len(x_train)} samples, {cfg.epochs} epochs, "
+            f"device {device}")
         curve = train_classifier(model, torch.as_tensor(x_train, device=device),
                                  torch.as_tensor(y_train, device=device), cfg,
                                  log_every=max(1, cfg.epochs // 20), log=log)
@@ -79,7 +88,7 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
     acc = {s: evaluate_model(model, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
     protocols = {p: {"split": s, **acc[s]} for p, s in ds["evaluation"].items()}
     prov = provenance({"dataset": ds["name"], "base": ds["base"], "splits": ds["splits"]})
-    metrics = {"dataset": ds["name"], "splits": acc, "protocols": protocols, "train_seconds": seconds,
+    metrics = {"dataset": ds["name"], "draw": draw, "splits": acc, "protocols": protocols, "train_seconds": seconds,
                "trained": not weights, "layers": net.layers, "widths": net.widths,
                "device": str(device), "provenance": prov}
     for p, r in protocols.items():
@@ -87,5 +96,5 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
     write_parquet(curve, out_curve, {"dataset": ds["name"], "provenance": prov})
     write_json(metrics, out_metrics)
     net.to("cpu")
-    save_base(net, ds, out_model, {"train": cfg.to_dict(), "dataset": ds["name"], "provenance": prov})
+    save_base(net, ds, out_model, {"train": cfg.to_dict(), "dataset": ds["name"], "draw": draw, "provenance": prov})
     return metrics

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kaepipe.config import draw_of
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.nn.checkpoints import save_kae
 from kaepipe.nn.ensemble import KAEEnsemble, fit_kae_ensemble
@@ -41,9 +42,10 @@ def _write_member(ds: Mapping, kae: Mapping, model: KoopmanAutoencoder, curve, x
     log(f"lambda_iso {lambda_iso}, seed {seed}: final training metrics: "
         + ", ".join(f"{k} {v:.4g}" for k, v in final.items()))
     prov = provenance({"dataset": ds["name"], "kae": kae, "lambda_iso": lambda_iso, "seed": seed})
-    meta = {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed, "train": train_cfg.to_dict(),
+    draw = {"draw": draw_of(ds)} if draw_of(ds) is not None else {}  # the base network's draw, when known
+    meta = {"dataset": ds["name"], **draw, "lambda_iso": lambda_iso, "seed": seed, "train": train_cfg.to_dict(),
             "provenance": prov}
-    write_parquet(curve, outputs["losses"], {"dataset": ds["name"], "lambda_iso": lambda_iso, "seed": seed,
+    write_parquet(curve, outputs["losses"], {"dataset": ds["name"], **draw, "lambda_iso": lambda_iso, "seed": seed,
                                              "provenance": prov})
     metrics = {**meta, "train_metrics": final, "train_seconds": seconds, "epochs": train_cfg.epochs,
                "samples_per_second": len(x0_t) * train_cfg.epochs / seconds, "device": str(device)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from kaepipe.config import draw_of
 from kaepipe.evaluate import accuracy_report, surrogate_predictions
 from kaepipe.io import write_json
 from kaepipe.nn.base import load_base
@@ -39,7 +40,7 @@ def _surrogate_one(ds, kae_path: str, base, pre, last: int, data: Mapping, out_j
     protocols = {p: {"split": s, **splits[s]} for p, s in ds["evaluation"].items()}
     for p, r in protocols.items():
         log(f"{p} protocol ({r['split']}): surrogate macro accuracy {r['macro']:.2f}")
-    out = {"dataset": ds["name"], "lambda_iso": meta.get("lambda_iso"), "seed": meta.get("seed"),
+    out = {"dataset": ds["name"], "draw": draw_of(ds), "lambda_iso": meta.get("lambda_iso"), "seed": meta.get("seed"),
            "splits": splits, "protocols": protocols}
     write_json(out, out_json)
     return out

@@ -77,17 +77,20 @@ def read_accuracy(path: str, required: Sequence[str]) -> dict:
     return record
 
 
-def run_accuracy_table(config: Mapping, base_metrics: Mapping[str, str], kae_accuracy: Sequence[str],
+def run_accuracy_table(config: Mapping, base_metrics: Sequence[str], kae_accuracy: Sequence[str],
                        out: Mapping[str, str]) -> pd.DataFrame:
-    """Aggregate the base-model and surrogate accuracies of every dataset into the accuracy tables."""
+    """Aggregate the base-model (every draw's metrics.json) and surrogate accuracies of every dataset into the
+    accuracy tables: MLP rows over the draws, KAE rows over every (draw, KAE seed) pair."""
 
-    base = {ds: read_accuracy(p, ("protocols",)) for ds, p in base_metrics.items()}
+    base = [read_accuracy(p, ("dataset", "protocols")) for p in base_metrics]
     kae = [read_accuracy(p, ("dataset", "lambda_iso", "protocols")) for p in kae_accuracy]
-    main = {ds: config["datasets"][ds]["kae"]["main_lambda_iso"] for ds in base}
+    datasets = list(dict.fromkeys(m["dataset"] for m in base))
+    main = {ds: config["datasets"][ds]["kae"]["main_lambda_iso"] for ds in datasets}
     table, long = accuracy_tables(base, kae, main)
-    prov = provenance({"datasets": {ds: config["datasets"][ds] for ds in base}})
+    prov = provenance({"datasets": {ds: config["datasets"][ds] for ds in datasets}})
     write_table(table, out["csv"], out["md"], out["tex"],
-                "Macro accuracy (%) of the base MLP and of the KAE surrogate, mean (population std) over seeds.",
+                "Macro accuracy (%) of the base MLP and of the KAE surrogate: mean (population std) over the "
+                "base-network draws (MLP) and over every (draw, KAE seed) pair (KAE); draws and seeds say how many.",
                 prov)
     write_table(long, out["long"], provenance=prov)
     return table
@@ -112,14 +115,15 @@ def run_unlearn_tables(config: Mapping, edit_paths: Sequence[str], baseline_path
                                         "kae": config["datasets"][d]["kae"]} for d in datasets}})
     write_table(editing, out["editing"], out["editing_md"], out["editing_tex"],
                 "Class unlearning by editing the KAE's k-step operator: surrogate accuracy (%) of the target class "
-                "and mean of the retained classes, before -> after, mean (population std) over KAE seeds.", prov)
+                "and mean of the retained classes, before -> after, mean (population std) over every (base draw, KAE "
+                "seed) pair.", prov)
     write_table(per_class, out["per_class"], provenance=prov)
     study_out = _get(out, "study")
     if study_out:
         write_table(study_table([read_parquet(p) for p in study_paths]), study_out, provenance=prov)
     write_table(table, out["baselines"], out["baselines_md"], out["baselines_tex"],
                 "Unlearning baselines on the base network (retrain without the class, fine-tune on the retained "
-                "classes) against the edits.", prov)
+                "classes; mean (population std) over the base draws) against the edits.", prov)
     for name, times in (("timings_editing", editing_times), ("timings_baselines", table_times)):
         if _get(out, name):
             write_table(times, _get(out, name), _get(out, f"{name}_md"), provenance=prov)

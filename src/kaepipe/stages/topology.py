@@ -29,6 +29,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from kaepipe import topology as T
+from kaepipe.config import draw_of
 from kaepipe.errors import DataError
 from kaepipe.io import parquet_metadata, provenance, read_parquet, write_json, write_parquet
 from kaepipe.nn.checkpoints import load_kae
@@ -76,11 +77,13 @@ def preprocessed_layers(reps_path: str | Path, preprocessing_path: str | Path, l
     return {i: pre[i].apply(raw[i][idx]) for i in wanted}, labels[idx], idx
 
 
-def _decorate(df: pd.DataFrame, dataset: str, source: str, seed: int | None, lambda_iso: float | None,
-              metric: str) -> pd.DataFrame:
-    """Add the identifying columns of the long topology table."""
+def _decorate(df: pd.DataFrame, dataset: str, source: str, draw: int | None, seed: int | None,
+              lambda_iso: float | None, metric: str) -> pd.DataFrame:
+    """Add the identifying columns of the long topology table (draw: the base network's draw; seed: the KAE's
+    seed, or the base network's for its layers)."""
     out = df.copy()
     out.insert(0, "seed", pd.array([seed] * len(out), dtype="Int64"))
+    out.insert(0, "draw", pd.array([draw] * len(out), dtype="Int64"))
     out.insert(0, "source", source)
     out.insert(0, "dataset", dataset)
     out["lambda_iso"] = np.nan if lambda_iso is None else float(lambda_iso)
@@ -100,9 +103,9 @@ def run_layer_topology(ds: Mapping[str, Any], reps_path: str, preprocessing_path
     clouds, _, idx = preprocessed_layers(reps_path, preprocessing_path, points=s["points"], seed=s["seed"])
     log(f"{ds['name']}: {len(clouds)} layers of {len(idx)} {s['split']} points, metric {s['metric']}")
     table, curves = betti0_profile(clouds, s["eps_layers"], s["metric"], s["k"], log, "layer", s["precision"])
-    seed = ds.get("base", {}).get("seed")
-    table = _decorate(table, ds["name"], "mlp", seed, None, s["metric"])[TABLE_COLUMNS]
-    curves = _decorate(curves, ds["name"], "mlp", seed, None, s["metric"])
+    draw = draw_of(ds)
+    table = _decorate(table, ds["name"], "mlp", draw, draw, None, s["metric"])[TABLE_COLUMNS]
+    curves = _decorate(curves, ds["name"], "mlp", draw, draw, None, s["metric"])
     meta = {"dataset": ds["name"], "split": s["split"], "topology": s,
             "provenance": provenance({"dataset": ds["name"], "topology": s})}
     write_parquet(table, out_table, meta)
@@ -133,9 +136,11 @@ def run_iterate_topology(ds: Mapping[str, Any], kae_path: str, reps_path: str, p
                                           s["precision"])
         tables.append(table_t)
         curves.append(curve_t)
-    table = _decorate(pd.concat(tables, ignore_index=True), ds["name"], "kae", seed, lam, s["metric"])[TABLE_COLUMNS]
-    curve = _decorate(pd.concat(curves, ignore_index=True), ds["name"], "kae", seed, lam, s["metric"])
-    out_meta = {"dataset": ds["name"], "split": s["split"], "topology": s, "lambda_iso": lam, "seed": seed,
+    draw = draw_of(ds)
+    table = _decorate(pd.concat(tables, ignore_index=True), ds["name"], "kae", draw, seed, lam,
+                      s["metric"])[TABLE_COLUMNS]
+    curve = _decorate(pd.concat(curves, ignore_index=True), ds["name"], "kae", draw, seed, lam, s["metric"])
+    out_meta = {"dataset": ds["name"], "draw": draw, "split": s["split"], "topology": s, "lambda_iso": lam, "seed": seed,
                 "provenance": provenance({"dataset": ds["name"], "topology": s, "kae": ds.get("kae")})}
     write_parquet(table, out_table, out_meta)
     write_parquet(curve, out_curves, out_meta)
@@ -238,7 +243,8 @@ def run_isometry(ds: Mapping[str, Any], kae_paths: Sequence[str], reps_path: str
         model, meta = load_kae(path)
         seed, lam = meta.get("seed"), meta.get("lambda_iso")
         metrics, enc, curve = isometry_of_kae(model, X, orig, s["isometry"])
-        results.append({"dataset": ds["name"], "lambda_iso": lam, "seed": seed, "split": s["split"], **metrics})
+        results.append({"dataset": ds["name"], "draw": draw_of(ds), "lambda_iso": lam, "seed": seed,
+                        "split": s["split"], **metrics})
         diagrams.append(enc.assign(seed=seed)[["seed", *T.DIAGRAM_COLUMNS]])
         curves.append(curve.assign(seed=seed))
         log(f"{ds['name']} lambda_iso {lam} seed {seed}: " + ", ".join(
@@ -251,7 +257,8 @@ def run_isometry(ds: Mapping[str, Any], kae_paths: Sequence[str], reps_path: str
              "diagrams": {str(r["seed"]): r["encoded_diagram"] for r in results}, "provenance": prov}
     write_parquet(pd.concat(diagrams, ignore_index=True), out_diagrams, pmeta)
     write_parquet(pd.concat(curves, ignore_index=True), out_curves, pmeta)
-    write_json({"dataset": ds["name"], "lambda_iso": lam, "results": results, "provenance": prov}, out_metrics)
+    write_json({"dataset": ds["name"], "draw": draw_of(ds), "lambda_iso": lam, "results": results,
+                "provenance": prov}, out_metrics)
     return results
 
 

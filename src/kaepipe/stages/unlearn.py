@@ -12,7 +12,7 @@ import pandas as pd
 import scipy.spatial  # noqa: F401  (the edits' nearest-neighbour search: imported before any timing)
 import torch
 
-from kaepipe.config import merged
+from kaepipe.config import draw_of, merged
 from kaepipe.data import read_split
 from kaepipe.evaluate import Surrogate, accuracy_report, evaluate_model, surrogate_predictions
 from kaepipe.io import provenance, write_json, write_parquet
@@ -54,11 +54,12 @@ def run_unlearn_baseline(ds: Mapping, kind: str, target_class: int, split_paths:
             f"retained {r['retained_before']:.2f} -> {r['retained_after']:.2f}")
     cfg = baseline_train_config(ds, kind)
     prov = provenance({"dataset": ds["name"], "base": ds["base"], "unlearn": unlearn_settings(ds)})
-    out = {"dataset": ds["name"], "method": kind, "target_class": target_class, "seconds": timing["seconds"],
+    out = {"dataset": ds["name"], "draw": draw_of(ds), "method": kind, "target_class": target_class,
+           "seconds": timing["seconds"],
            "cpu_seconds": timing["cpu_seconds"],
            "train": cfg.to_dict(), "device": str(device), "protocols": protocols, "provenance": prov}
     trained = LayeredNetwork.with_shapes(model.cpu(), base.layers, base.shapes, explicit_head(ds, model))
-    save_base(trained, ds, out_model, {"dataset": ds["name"], "unlearning_baseline": kind,
+    save_base(trained, ds, out_model, {"dataset": ds["name"], "draw": draw_of(ds), "unlearning_baseline": kind,
                                        "target_class": target_class, "train": cfg.to_dict(), "provenance": prov})
     write_json(out, out_json)
     return out
@@ -193,12 +194,13 @@ def _edit_one(ds: Mapping, target_class: int, k: _PreparedKAE, inputs: EditInput
         log(f"{method} diagnostics: " + ", ".join(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}"
                                                   for key, v in diag.items() if key != "delta_singular_values"))
     prov = provenance({"dataset": ds["name"], "unlearn": u, "kae": ds["kae"], "target_class": target_class})
-    extra = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": k.meta.get("lambda_iso"),
-             "seed": k.meta.get("seed"), "source_kae": str(k.path),
+    extra = {"dataset": ds["name"], "draw": draw_of(ds), "target_class": target_class,
+             "lambda_iso": k.meta.get("lambda_iso"), "seed": k.meta.get("seed"), "source_kae": str(k.path),
              "settings": {m: methods[m]["settings"] for m in methods}, "provenance": prov}
     save_edited(k.kae, operators, out_model, extra)
-    out = {"dataset": ds["name"], "target_class": target_class, "lambda_iso": k.meta.get("lambda_iso"),
-           "seed": k.meta.get("seed"), "n_forget": int((labels == target_class).sum()), "n_train": len(labels),
+    out = {"dataset": ds["name"], "draw": draw_of(ds), "target_class": target_class,
+           "lambda_iso": k.meta.get("lambda_iso"), "seed": k.meta.get("seed"),
+           "n_forget": int((labels == target_class).sum()), "n_train": len(labels),
            "latent": int(O.shape[0]), "device": str(device), "methods": methods, "provenance": prov}
     write_json(out, out_json)
     return out
@@ -249,10 +251,11 @@ def _study_one(ds: Mapping, target_class: int, kae_path: str, inputs: EditInputs
     df = pd.DataFrame(rows)
     df.insert(0, "target_class", int(target_class))
     df.insert(0, "seed", meta.get("seed"))
+    df.insert(0, "draw", draw_of(ds))
     df.insert(0, "dataset", ds["name"])
     log(f"study of class {target_class}: {len(df)} rows in {time.perf_counter() - t0:.1f}s "
         f"(grid { {k: grid[k] for k in ('targets', 'reg', 'strength', 'rank')} }, points {grid['points']})")
     prov = provenance({"dataset": ds["name"], "unlearn": u, "kae": ds["kae"], "target_class": target_class})
-    write_parquet(df, out_parquet, {"dataset": ds["name"], "target_class": target_class, "seed": meta.get("seed"),
-                                    "grid": grid, "provenance": prov})
+    write_parquet(df, out_parquet, {"dataset": ds["name"], "draw": draw_of(ds), "target_class": target_class,
+                                    "seed": meta.get("seed"), "grid": grid, "provenance": prov})
     return df

@@ -72,7 +72,7 @@ def test_nan_learning_rate_of_the_base_network_is_refused():
 
 
 @pytest.mark.parametrize("path", [("datasets", "yinyang", "splits", "train", "seed"),
-                                  ("datasets", "yinyang", "base", "seed"),
+                                  ("datasets", "yinyang", "base", "seeds", 0),
                                   ("datasets", "yinyang", "kae", "seeds", 0)])
 @settings(max_examples=10, deadline=None)
 @given(extra=st.integers(min_value=0, max_value=2**70))

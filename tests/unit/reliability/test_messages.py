@@ -81,14 +81,14 @@ GOOD_PROTOCOLS = {"paper": {"split": "train", "macro": 98.0}, "heldout": {"split
 ])
 def test_malformed_accuracy_json_names_the_file_and_key(tmp_path, record, key):
     base = tmp_path / "base_metrics.json"
-    write_json({"protocols": GOOD_PROTOCOLS}, base)
+    write_json({"dataset": "yinyang", "draw": 0, "protocols": GOOD_PROTOCOLS}, base)
     good, bad = tmp_path / "good" / "accuracy.json", tmp_path / "bad" / "accuracy.json"
     write_json({"dataset": "yinyang", "lambda_iso": 1.0, "seed": 1, "protocols": GOOD_PROTOCOLS}, good)
     write_json(record, bad)
     out = {k: str(tmp_path / f"t.{k}") for k in ("csv", "md", "tex", "long")}
     config = {"datasets": {"yinyang": {"kae": {"main_lambda_iso": 1}}}}
     with pytest.raises(DataError, match=rf"^{bad}: {key}"):
-        run_accuracy_table(config, {"yinyang": str(base)}, [str(good), str(bad)], out)
+        run_accuracy_table(config, [str(base)], [str(good), str(bad)], out)
     assert not any((tmp_path / f"t.{k}").exists() for k in out)
 
 

@@ -115,7 +115,7 @@ def test_subset_indices_and_kae_paths():
     assert kae_paths(cfg, ["a"], "{dataset}/{lam}/{seed}", lambda_tags=["0.001"]) == ["a/0.001/5", "a/0.001/7"]
     assert topology_reps_path({"datasets": {"a": {"source": "yinyang", "evaluation": {"paper": "train",
                                                                                          "heldout": "test"}}}},
-                                "a") == "results/a/reps/test.pt"
+                                "a", 3) == "results/a/draw3/reps/test.pt"
 
 
 def test_use_threads_pins_torch_and_the_blas_pools():
