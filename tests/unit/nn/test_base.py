@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kaepipe.data import to_frame
 from kaepipe.config import config_subset
+from kaepipe.data import to_frame
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.io import write_parquet
 from kaepipe.network import NetworkError
@@ -20,9 +20,9 @@ from kaepipe.nn.cnn import SmallCNN
 from kaepipe.nn.resmlp import ResMLP
 from kaepipe.reference import save_reference_base
 from kaepipe.represent import fit_preprocessing, load_reps, reps_frame
+from kaepipe.settings import default_eps
 from kaepipe.stages.base import run_base_training
 from kaepipe.stages.represent import check_kae_dims, layers_payload, recorded_subset
-from kaepipe.settings import default_eps
 from kaepipe.tensor_io import save_torch
 
 CNN = {"constructor": "kaepipe.nn.cnn:SmallCNN", "kwargs": {"channels": [4, 8], "hidden": [16, 12], "classes": 3},
