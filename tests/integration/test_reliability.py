@@ -47,14 +47,14 @@ def test_atomic_path_keeps_the_old_file_until_the_new_one_is_complete(tmp_path):
 def _tiny_reps(tmp_path: Path):
     """A small real Yin-Yang base network, its representations and preprocessing on disk."""
     from kaepipe.data import yinyang
-    from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
-    from kaepipe.represent import fit_preprocessing, layer_tensors, save_preprocessing
+    from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, record_layers
+    from kaepipe.represent import fit_preprocessing, save_preprocessing
     from kaepipe.tensor_io import save_torch
 
     x, y = yinyang(200, 42)
     torch.manual_seed(0)
     model = ResMLP(ResMLPConfig(2, 10, 2, 3))
-    layers = layer_tensors(model, x, torch.device("cpu"))
+    layers = torch.stack(record_layers(model, torch.as_tensor(x))).numpy()
     save_torch({"layers": torch.from_numpy(layers), "labels": torch.from_numpy(y)}, tmp_path / "train.pt")
     save_preprocessing(fit_preprocessing(list(layers), 10), tmp_path / "pre.safetensors")
     return tmp_path / "train.pt", tmp_path / "pre.safetensors"

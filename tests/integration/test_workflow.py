@@ -85,7 +85,7 @@ def test_representations_layers_and_preprocessing(tiny_run):
     assert sorted(reps["layer"].unique()) == list(range(6))  # L0..L5
     assert len(reps) == 6 * 600 and {"sample", "label", "layer", "h0", "h9"} <= set(reps.columns)
     layers, labels = load_reps(tiny_run / "results/mnist/draw0/reps/test.pt")
-    assert layers.shape == (3, 300, 32) and labels.shape == (300,)
+    assert np.stack(layers).shape == (3, 300, 32) and labels.shape == (300,)
     layers, _ = load_reps(tiny_run / "results/yinyang/draw0/reps/train.pt")
     pre = load_preprocessing(tiny_run / "results/yinyang/draw0/reps/preprocessing.safetensors")
     assert len(pre) == 6

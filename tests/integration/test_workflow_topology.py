@@ -111,7 +111,7 @@ def test_topology_table_agrees_with_scipy_on_the_run_files(tiny_run):
     table = pd.read_csv(res / "tables/topology.csv")
     for ds, n_layers in LAYERS.items():
         raw, _ = load_reps(res / ds / "draw0/reps/test.pt")
-        idx = subset_indices(raw.shape[1], POINTS[ds], 0)  # the stage's fixed subset (topology seed 0)
+        idx = subset_indices(len(raw[0]), POINTS[ds], 0)  # the stage's fixed subset (topology seed 0)
         assert len(idx) == POINTS[ds]
         pre = load_preprocessing(res / ds / "draw0/reps/preprocessing.safetensors")
         rows = table[table.dataset == ds]
