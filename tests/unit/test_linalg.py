@@ -216,6 +216,49 @@ def test_batch_dims():
     assert close(Wg.grad, grad_of(torch.linalg.matrix_exp, W, G), 1e-10, 1e-10)
 
 
+def _mixed_batch(p: int = 40, dtype=torch.float64) -> torch.Tensor:
+    """Members that take every path: degrees 4, 8, 12 and 18 (with 0 and several squarings), the zero
+    matrix, the identity shift, a non-finite member and one whose powers overflow."""
+    g = torch.Generator().manual_seed(3)
+    r = lambda: torch.randn(p, p, generator=g, dtype=dtype) / p**0.5  # noqa: E731
+    members = [1e-5 * r(), 0.003 * r(), 0.1 * r(), 0.8 * r(), 60.0 * r(), torch.zeros(p, p, dtype=dtype),
+               torch.eye(p, dtype=dtype) + 0.1 * r(), torch.full((p, p), math.inf, dtype=dtype), 1e25 * r()]
+    return torch.stack(members)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_members_equal_one_at_a_time_exactly(dtype):
+    """A batch (an ensemble's operators) gives each member exactly what expm gives it alone, value and gradient:
+    only the read-back of the norms is shared."""
+    W = _mixed_batch(dtype=dtype)
+    batched = expm(W)
+    for w, b in zip(W.unbind(0), batched.unbind(0)):
+        alone = expm(w)
+        assert torch.equal(alone, b) or (alone.isnan().any() and torch.equal(alone.isnan(), b.isnan()))
+    finite = W[:7].clone().requires_grad_(True)
+    G = torch.randn_like(finite)
+    (expm(finite) * G).sum().backward()
+    for i in range(7):
+        w = W[i].clone().requires_grad_(True)
+        (expm(w) * G[i]).sum().backward()
+        assert torch.equal(w.grad, finite.grad[i])
+
+
+def test_batched_members_read_norms_back_a_few_times_not_per_member(monkeypatch):
+    """What a GPU waits for: host read-backs (tolist/item) per call, at most 4 however many members."""
+    calls = []
+    for name in ("tolist", "item"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _o=original, _n=name: calls.append(_n) or _o(self))
+    W = _mixed_batch()[:7].repeat(3, 1, 1)  # 21 members, every degree
+    expm(W)
+    assert len(calls) <= 4, calls
+    calls.clear()
+    for w in W.unbind(0):
+        expm(w)
+    assert len(calls) >= len(W)  # one matrix at a time: at least one per member
+
+
 # ---------------------------------------------------------------- gradients
 
 
