@@ -44,11 +44,11 @@ from torch.utils.data import DataLoader, Dataset
 from kaepipe.errors import ConfigError, DataError
 from kaepipe.evaluate import NetworkHead, Surrogate, accuracy_report
 from kaepipe.network import HeadLike, LayeredNetwork, NetworkError
-from kaepipe.nn.ensemble import KAEEnsemble, fit_kae_ensemble
+from kaepipe.nn.ensemble import train_kae_pack
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.losses import kae_metrics, loss_weights
 from kaepipe.nn.resmlp import predict
-from kaepipe.nn.train import TrainConfig, kae_train_config
+from kaepipe.nn.train import TrainConfig
 from kaepipe.represent import LayerTransform, fit_preprocessing
 from kaepipe.settings import default_eps, unlearn_settings
 from kaepipe.topology import betti0_profile, subset_indices
@@ -192,20 +192,12 @@ class KoopmanAnalysis:
 
     def _train_kaes(self, x0: np.ndarray, xl: np.ndarray) -> None:
         kae = kae_settings(self.kae, self.q_)
-        self.kae_config_ = KAEConfig.from_dict({**kae, "in_features": self.q_})
-        self.train_config_ = kae_train_config(kae, self.seeds[0])
         self.lambda_iso_ = float(kae["lambda_iso"])
         weights = kae.get("loss_weights")
         x0_t, xl_t = torch.as_tensor(x0, device=self.device), torch.as_tensor(xl, device=self.device)
-        self._say(f"training {len(self.seeds)} KAE(s) {self.kae_config_.to_dict()} on {len(x0)} pairs, "
-                  f"lambda_iso {self.lambda_iso_}, seeds {self.seeds}, {self.train_config_.epochs} epochs")
         with _own_random_state():
-            ens = KAEEnsemble.from_seeds(self.kae_config_, self.seeds, device=self.device)
-        t0 = time.perf_counter()
-        self.loss_curves_ = fit_kae_ensemble(ens, x0_t, xl_t, self.train_config_, [self.lambda_iso_] * len(self.seeds),
-                                             self.seeds, weights=weights, log=self.log or (lambda _: None),
-                                             log_every=max(1, self.train_config_.epochs // 10) if self.log else 0)
-        self.fit_seconds_ = time.perf_counter() - t0
+            ens, self.loss_curves_, self.kae_config_, self.train_config_, self.fit_seconds_ = train_kae_pack(
+                kae, x0_t, xl_t, [self.lambda_iso_] * len(self.seeds), self.seeds, self.device, self.log)
         self.kaes_: list[KoopmanAutoencoder] = ens.models()
         w = loss_weights(weights, self.lambda_iso_)
         self.train_metrics_ = [kae_metrics(m, x0_t, xl_t, w, seed=s) for m, s in zip(self.kaes_, self.seeds)]

@@ -8,6 +8,7 @@ module that imports it), its name in the config schema's `source` enum, and a co
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import shutil
@@ -226,13 +227,15 @@ def read_idx(path: str | Path, shape: Sequence[int | None] | None = None,
     return body.view(dtype).reshape(found).astype(dtype.newbyteorder("="))
 
 
-def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    """MD5 hex digest of a file."""
-    h = hashlib.md5()
+def file_hash(path: str | Path, algorithm: str) -> str:
+    """Hex digest of a file (`hashlib.file_digest`, read in blocks): the one checksum of every source."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def md5sum(path: str | Path) -> str:
+    """MD5 hex digest of a file (the IDX sources' official sums)."""
+    return file_hash(path, "md5")
 
 
 def read_md5sums(path: str | Path) -> dict[str, str]:
@@ -423,18 +426,22 @@ SPLIT_COLUMN, LABEL_COLUMN = "split", "label"  # the Parquet table's columns; ev
 _FEATURE_KINDS, _LABEL_KINDS = "biuf", "iu"  # numpy dtype kinds: bool, integers, floats / integers
 
 
-def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256sum(path: str | Path) -> str:
+    """SHA-256 hex digest of a file (the arrays source's `sha256`)."""
+    return file_hash(path, "sha256")
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """A file's SHA-256, computed once per (path, size, modification time) in a process: the dataset rule
+    verifies the file in `prepare` and again in `build` (which also runs alone) without hashing it twice."""
+    return sha256sum(path)
 
 
 def verify_sha256(path: str | Path, expected: str) -> None:
     """Check a file's SHA-256 against the expected sum; the error names the file and both sums."""
-    got = sha256sum(path)
+    st = Path(path).stat()
+    got = _sha256_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
     if got != expected.lower():
         raise DataError(f"{path}: SHA-256 checksum mismatch (got {got}, expected {expected.lower()}, from the "
                         "dataset's `sha256`); the file is damaged or not the one expected")

@@ -353,17 +353,23 @@ def weight_problems(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> 
     return problems
 
 
+def load_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Load a state dict into the model after checking every name and shape; the error names `source` (the file)
+    and lists the problems (missing, unexpected, wrong shape)."""
+    problems = weight_problems(model, {k: tuple(v.shape) for k, v in tensors.items()})
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; ... ({len(problems)} in all)" if len(problems) > 8 else "")
+        raise NetworkError(f"{source}: weights do not fit {type(model).__name__}: {shown}")
+    model.load_state_dict(tensors, strict=True)
+
+
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, str]:
-    """Load a safetensors state dict into the model after checking every name and shape; returns the
-    file's metadata. The error names the file and lists the problems (missing, unexpected, wrong shape)."""
+    """Load a safetensors state dict into the model after checking every name and shape (`load_state`); returns
+    the file's metadata."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise NetworkError(f"{path}: network weights must be a .safetensors file (nothing is unpickled); "
                            "save them with safetensors.torch.save_file(model.state_dict(), path)")
     tensors, meta = load_safetensors(path)
-    problems = weight_problems(model, {k: tuple(v.shape) for k, v in tensors.items()})
-    if problems:
-        shown = "; ".join(problems[:8]) + (f"; ... ({len(problems)} in all)" if len(problems) > 8 else "")
-        raise NetworkError(f"{path}: weights do not fit {type(model).__name__}: {shown}")
-    model.load_state_dict(tensors, strict=True)
+    load_state(model, tensors, path)
     return meta

@@ -38,7 +38,7 @@ from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, predict, record_layers
 from kaepipe.report.tables import cell, mean_std
 from kaepipe.represent import load_preprocessing
-from kaepipe.tensor_io import load_safetensors, save_safetensors
+from kaepipe.tensor_io import load_safetensors, safetensors_header, save_safetensors
 
 BASE_CLASS = "ResMLP"
 KAE_CLASS_EXPONENTIAL = "ExponentialKoopmanAutencoder"  # sic: the reference code's spelling
@@ -109,20 +109,6 @@ def parse_value(text: str) -> Any:
         except (ValueError, SyntaxError, TypeError, json.JSONDecodeError, MemoryError, RecursionError):
             continue
     return text
-
-
-def peek(path: str | Path) -> tuple[dict[str, str], list[str]]:
-    """Raw metadata strings and tensor names of a safetensors file, without reading the tensors."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {}), list(f.keys())
-    except Exception as exc:  # safetensors raises its own error types
-        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def _meta(path: Path, meta: Mapping[str, str], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -306,7 +292,7 @@ def save_reference_kae(model: KoopmanAutoencoder, path: str | Path) -> None:
 
 def preprocessing_layers(path: str | Path) -> list[int]:
     """The layer indices i with a `means_i` tensor in a preprocessing file."""
-    _, names = peek(path)
+    _, names = safetensors_header(path)
     return sorted(int(m.group(1)) for k in names if (m := re.fullmatch(r"means_(\d+)", k)))
 
 
@@ -340,7 +326,7 @@ def load_reference_preprocessing(path: str | Path, layers: list[int] | None = No
 
 def checkpoint_kind(path: str | Path) -> str | None:
     """'base', 'kae', 'preprocessing' or None for a safetensors file, by metadata model_class and tensor names."""
-    meta, names = peek(path)
+    meta, names = safetensors_header(path)
     cls = meta.get("model_class", "")
     if cls == BASE_CLASS:
         return "base"

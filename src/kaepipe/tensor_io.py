@@ -47,6 +47,18 @@ def canonical_safetensors(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
+def safetensors_header(path: PathLike) -> tuple[dict[str, str], list[str]]:
+    """The raw metadata strings and the tensor names of a safetensors file, without reading the tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {}), list(f.keys())
+    except Exception as exc:  # safetensors raises its own error types
+        raise DataError(f"{path}: not a readable safetensors file ({exc})") from exc
+
+
 def load_safetensors(path: PathLike) -> tuple[dict[str, Any], dict[str, str]]:
     """Load all tensors and the raw metadata strings of a safetensors file."""
     path = Path(path)

@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from kaepipe.errors import DataError
-from kaepipe.network import LayeredNetwork, NetworkError, build_network, import_object, weight_problems
+from kaepipe.network import LayeredNetwork, NetworkError, build_network, import_object, load_state
 from kaepipe.nn.checkpoints import base_expectation, load_base_model, model_config, state_dict_for_save
 from kaepipe.nn.resmlp import ResMLP
-from kaepipe.tensor_io import decode_metadata, load_safetensors, save_safetensors
+from kaepipe.tensor_io import decode_metadata, load_safetensors, safetensors_header, save_safetensors
 
 SPEC_KEYS = ("constructor", "kwargs", "layers", "head")
+HEAD_CHECK_INPUTS = 256  # training inputs on which the stages check that the head reproduces the network's logits
 
 
 def network_spec(ds: Mapping) -> dict[str, Any] | None:
@@ -83,8 +84,7 @@ def load_base(path: str | Path, ds: Mapping | None = None) -> LayeredNetwork:
     (or the part of it with `base`), the checkpoint must be of the network it names (constructor, arguments,
     layers; for the ResMLP its width and blocks)."""
     ds = ds or {}
-    tensors, raw = load_safetensors(path)
-    meta = decode_metadata(raw)
+    meta = decode_metadata(safetensors_header(path)[0])
     if meta.get("model_class") != "network":
         if network_spec(ds) is not None:
             raise DataError(f"{path}: a {meta.get('model_class', 'unknown')} checkpoint, but the config names your "
@@ -107,10 +107,7 @@ def load_base(path: str | Path, ds: Mapping | None = None) -> LayeredNetwork:
                             "rebuild it, or fix base.network")
     spec = {k: saved.get(k) for k in SPEC_KEYS}
     model = build_network(spec["constructor"], spec["kwargs"] or {})
-    problems = weight_problems(model, {k: tuple(v.shape) for k, v in tensors.items()})
-    if problems:
-        raise DataError(f"{path}: weights do not fit {spec['constructor']}: {'; '.join(problems[:8])}")
-    model.load_state_dict(tensors, strict=True)
+    load_state(model, load_safetensors(path)[0], path)
     shapes = _shapes(path, saved.get("shapes"), spec["layers"])
     head = import_object(spec["head"])(model) if spec.get("head") else None
     return LayeredNetwork.with_shapes(model.eval(), spec["layers"], shapes, head)

@@ -39,7 +39,7 @@ from kaepipe.linalg import expm
 from kaepipe.nn.isometry import isometry_loss
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.losses import TERMS, IsoFn, kae_pass, loss_weights
-from kaepipe.nn.train import TrainConfig, lr_at, make_optimizer, seed_all, set_lr
+from kaepipe.nn.train import TrainConfig, kae_train_config, lr_at, make_optimizer, seed_all, set_lr
 
 # ---------------------------------------------------------------------------------------------
 # Model
@@ -370,3 +370,24 @@ def fit_kae_ensemble(ens: KAEEnsemble, x0: torch.Tensor, xl: torch.Tensor, cfg: 
                 f"median {totals[len(totals) // 2]:.5f}  max {totals[-1]:.5f}  ({time.perf_counter() - t0:.1f}s)")
     ens.eval()
     return [pd.DataFrame(r) for r in rows]
+
+
+def train_kae_pack(kae: Mapping, x0: torch.Tensor, xl: torch.Tensor, lambdas: Sequence[float], seeds: Sequence[int],
+                   device: torch.device | str = "cpu", log: Callable[[str], None] | None = None
+                   ) -> tuple[KAEEnsemble, list[pd.DataFrame], KAEConfig, TrainConfig, float]:
+    """The KAEs of a config `kae` block (architecture, optimiser and `loss_weights` keys) for members
+    (lambdas[i], seeds[i]), built and trained as one ensemble on the preprocessed pairs x0, xl (n, q).
+
+    Returns the ensemble, each member's loss curve, the architecture, the training settings (seed: the first
+    member's; each member trains with its own) and the training seconds. `log`: progress every tenth epoch.
+    """
+    cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
+    train_cfg = kae_train_config(kae, int(seeds[0]))
+    ens = KAEEnsemble.from_seeds(cfg, seeds, device=device)
+    if log:
+        log(f"training {len(seeds)} KAE(s) {cfg.to_dict()} as one ensemble on {len(x0)} pairs, (lambda_iso, seed) "
+            f"{list(zip(lambdas, seeds))}, {train_cfg.epochs} epochs, device {device}")
+    t0 = time.perf_counter()
+    curves = fit_kae_ensemble(ens, x0, xl, train_cfg, lambdas, seeds, weights=kae.get("loss_weights"),
+                              log=log or (lambda _: None), log_every=max(1, train_cfg.epochs // 10) if log else 0)
+    return ens, curves, cfg, train_cfg, time.perf_counter() - t0

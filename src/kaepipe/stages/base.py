@@ -17,13 +17,12 @@ from kaepipe.errors import ConfigError, DataError
 from kaepipe.evaluate import evaluate_model
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.network import load_weights
-from kaepipe.nn.base import build_base, layered_base, network_spec, save_base
+from kaepipe.nn.base import HEAD_CHECK_INPUTS, build_base, layered_base, network_spec, save_base
 from kaepipe.nn.checkpoints import base_expectation, load_base_model
 from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
 from kaepipe.reference import checkpoint_kind, load_reference_base
 
 CURVE_COLUMNS = ["epoch", "lr", "loss", "acc"]
-EXAMPLE_INPUTS = 256  # inputs on which the head is checked to reproduce the network's logits
 
 
 def describe(ds: Mapping) -> str:
@@ -82,7 +81,7 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
                                  torch.as_tensor(y_train, device=device), cfg,
                                  log_every=max(1, cfg.epochs // 20), log=log)
     seconds = time.perf_counter() - t0
-    net = layered_base(ds, model, torch.as_tensor(x_train[:EXAMPLE_INPUTS], device=device))
+    net = layered_base(ds, model, torch.as_tensor(x_train[:HEAD_CHECK_INPUTS], device=device))
     log(f"layers {net.layers}: widths {net.widths}; the head reproduces the network's logits")
     splits = {s: read_split(p, ds["classes"], s) for s, p in split_paths.items()}
     acc = {s: evaluate_model(model, x, y, ds["classes"], device) for s, (x, y) in splits.items()}

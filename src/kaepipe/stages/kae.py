@@ -13,7 +13,7 @@ import torch
 from kaepipe.config import draw_of
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.nn.checkpoints import save_kae
-from kaepipe.nn.ensemble import KAEEnsemble, fit_kae_ensemble
+from kaepipe.nn.ensemble import train_kae_pack
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.losses import kae_metrics, loss_weights
 from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
@@ -70,17 +70,9 @@ def run_kae_pack(ds: Mapping, members: Sequence[tuple[float, int]], reps_train: 
     if len(members) != len(outputs) or not members:
         raise ValueError(f"a pack needs one output set per member, got {len(members)} members, {len(outputs)}")
     x0, xl, _ = preprocessed_pair(reps_train, preprocessing)
-    cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
     lambdas, seeds = [float(lam) for lam, _ in members], [int(s) for _, s in members]
-    train_cfg = kae_train_config(kae, seeds[0])
-    ens = KAEEnsemble.from_seeds(cfg, seeds, device=device)
     x0_t, xl_t = torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device)
-    log(f"training {len(members)} KAEs {cfg.to_dict()} as one ensemble on {len(x0)} pairs, (lambda_iso, seed) "
-        f"{list(zip(lambdas, seeds))}, {train_cfg.epochs} epochs, device {device}")
-    t0 = time.perf_counter()
-    curves = fit_kae_ensemble(ens, x0_t, xl_t, train_cfg, lambdas, seeds, weights=kae.get("loss_weights"),
-                              log=log, log_every=max(1, train_cfg.epochs // 10))
-    seconds = time.perf_counter() - t0
+    ens, curves, _, train_cfg, seconds = train_kae_pack(kae, x0_t, xl_t, lambdas, seeds, device, log)
     log(f"pack trained in {seconds:.1f}s ({seconds / len(members):.1f}s per KAE)")
     pack = {"members": len(members), "seconds": seconds}
     return [_write_member(ds, kae, ens.member(i), curves[i], x0_t, xl_t, lambdas[i], seeds[i],
