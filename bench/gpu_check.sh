@@ -2,7 +2,7 @@
 # GPU checks in one go (about 6 min on one H200): the CUDA tests, the fused isometry term on CUDA, the Yin-Yang
 # grid (30 KAEs, paper settings) trained as one pack, and an MNIST-paper-shaped pack of five KAEs.
 #   OUT=/tmp/gpu bash bench/gpu_check.sh [RESULTS]
-# RESULTS holds yinyang/reps/{train.pt,preprocessing.safetensors} of a pipeline run (default: results).
+# RESULTS holds yinyang/draw0/reps/{train.pt,preprocessing.safetensors} of a pipeline run (default: results).
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-results/gpu_check}
@@ -14,7 +14,7 @@ step device
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, numba; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numba', numba.__version__)"
 step CUDA tests
-$PY -m pytest -q -p no:cacheprovider tests/test_kae.py tests/test_linalg.py tests/test_isometry.py tests/test_ensemble.py \
+$PY -m pytest -q -p no:cacheprovider tests/unit/nn/test_kae.py tests/unit/test_linalg.py tests/unit/nn/test_isometry.py tests/unit/nn/test_ensemble.py \
     -k cuda -rs
 step isometry term on CUDA: Yin-Yang shape, 60 calls in one, and MNIST shape
 $PY bench/bench_isometry.py --device cuda --members 60 --repeats 10

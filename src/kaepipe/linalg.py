@@ -183,7 +183,9 @@ def expm(W: torch.Tensor) -> torch.Tensor:
     members) are handled one matrix at a time with exactly the operations of a
     single matrix, but the norms that choose each member's degree are read
     back together: at most four host synchronisations per call, not four per
-    matrix (what a GPU waits for).
+    matrix (what a GPU waits for).  Either way a member of a batch gets the
+    same bits, value and gradient, whatever the batch's size (for ``p < 32``,
+    torch's batch algorithm, also for a batch of one).
 
     Raises:
         TypeError: ``W`` is not a tensor.
@@ -195,12 +197,29 @@ def expm(W: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expm expects a (..., p, p) matrix, got shape {tuple(W.shape)}")
     if W.shape[-1] != W.shape[-2]:
         raise ValueError(f"expm expects square matrices, got shape {tuple(W.shape)}")
-    if W.dtype not in _UNIT_ROUNDOFF or W.shape[-1] < _TORCH_BELOW or W.numel() == 0:
+    if W.dtype not in _UNIT_ROUNDOFF or W.numel() == 0:
         return torch.linalg.matrix_exp(W)
+    if W.shape[-1] < _TORCH_BELOW:
+        return torch.linalg.matrix_exp(W) if W.dim() == 2 else _matrix_exp_batch(W)
     if W.dim() == 2:
         return _expm_2d(W)
     flat = W.reshape(-1, W.shape[-2], W.shape[-1])
     return torch.stack(_expm_members(flat.unbind(0))).reshape(W.shape)
+
+
+def _matrix_exp_batch(W: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.matrix_exp`` of a batch (..., p, p), each member independent of the batch's size.
+
+    torch evaluates a batch of two or more matrices with one algorithm (degree 18, each member scaled by its
+    own norm, its products batch-invariant) and a single matrix with another (the cheapest sufficient
+    degree), so an ensemble member's operator, and its gradient, would change with the number of members.
+    A batch of one is evaluated with a zero matrix beside it: the same member gives the same bits in a
+    batch of any size.
+    """
+    flat = W.reshape(-1, W.shape[-2], W.shape[-1])
+    if len(flat) > 1:
+        return torch.linalg.matrix_exp(W)
+    return torch.linalg.matrix_exp(torch.cat([flat, torch.zeros_like(flat)]))[:1].reshape(W.shape)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from kaepipe.data import read_split
 from kaepipe.evaluate import surrogate_predictions
@@ -247,8 +248,8 @@ def test_dry_run_with_two_draws_plans_every_draw(tmp_path, mnist_root):
 def test_packs_train_the_same_kaes_as_one_job_each(tiny_run, tmp_path, mnist_root):
     """tests/config/packs.yaml trains the tiny grids in packs (Yin-Yang: the whole grid in one job; MNIST:
     one job per isometry weight). Every member's files appear where a one-KAE job writes them, carry
-    their own (lambda_iso, seed), and match the one-KAE jobs of the tiny run up to float rounding
-    (the ensemble's batched products round differently).
+    their own (lambda_iso, seed), and equals the one-KAE job of the tiny run bit for bit (weights, training
+    metrics, accuracies): the pack decides the scheduling, not the numbers.
 
     The same run adds a second Yin-Yang base-network draw (seed 1): it trains that draw's network and its
     own packs, leaves draw 0's network alone, and the tables aggregate over both draws."""
@@ -278,11 +279,14 @@ def test_packs_train_the_same_kaes_as_one_job_each(tiny_run, tmp_path, mnist_roo
             packed = json.loads((work / kdir / "metrics.json").read_text())
             single = json.loads((tiny_run / kdir / "metrics.json").read_text())
             assert (packed["lambda_iso"], packed["seed"]) == (lam, seed) and packed["pack"]["members"] >= 2
-            for term in ("recon", "state", "latent", "total"):
-                assert packed["train_metrics"][term] == pytest.approx(single["train_metrics"][term], rel=2e-2), term
-            acc_p = json.loads((work / kdir / "accuracy.json").read_text())["protocols"]["heldout"]["macro"]
-            acc_s = json.loads((tiny_run / kdir / "accuracy.json").read_text())["protocols"]["heldout"]["macro"]
-            assert abs(acc_p - acc_s) <= 3.0, (kdir, acc_p, acc_s)
+            assert single["pack"]["members"] == 1
+            assert packed["train_metrics"] == single["train_metrics"], kdir
+            weights_p, weights_s = (load_file(str(r / kdir / "model.safetensors")) for r in (work, tiny_run))
+            assert weights_p.keys() == weights_s.keys()
+            assert all(torch.equal(weights_p[k], weights_s[k]) for k in weights_p), kdir
+            acc_p = json.loads((work / kdir / "accuracy.json").read_text())["protocols"]
+            acc_s = json.loads((tiny_run / kdir / "accuracy.json").read_text())["protocols"]
+            assert acc_p == acc_s, kdir
     table = pd.read_csv(work / "results" / "tables" / "accuracy.csv")
     assert set(table.dataset) == {"yinyang", "mnist"}
     yy, mn = table[table.dataset == "yinyang"], table[table.dataset == "mnist"]

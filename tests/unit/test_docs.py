@@ -46,3 +46,15 @@ def test_every_docs_method_section_reference_exists():
             if m.group(1) not in known:
                 missing.append(f"{f.relative_to(REPO)}: section {m.group(1)}")
     assert not missing, "docs/method.md has no such section:\n" + "\n".join(missing)
+
+
+def test_every_test_file_named_in_the_repository_exists():
+    """A script or document that names a test file (bench/gpu_check.sh runs some by path) names one that exists."""
+    missing = []
+    for f in tracked_text_files():
+        if not f.exists():
+            continue
+        for m in re.finditer(r"(?<![\w/.])tests/[\w/]+\.py", f.read_text(errors="replace")):
+            if not (REPO / m.group(0)).is_file():
+                missing.append(f"{f.relative_to(REPO)}: {m.group(0)}")
+    assert not missing, "no such test file:\n" + "\n".join(missing)

@@ -5,7 +5,7 @@ seed spends most of its time in Python dispatch when each member is trained alon
 10 -> 30 -> 20 encoder). :class:`KAEEnsemble` stacks the members' parameters along a leading member
 dimension and runs every layer as one batched matrix product; :func:`fit_kae_ensemble` takes one
 optimiser step for all members per step. Each member still trains exactly as :func:`kaepipe.nn.train.fit_kae`
-would train it alone (tests/test_ensemble.py checks this to 1e-9 in float64):
+would train it alone (tests/unit/nn/test_ensemble.py checks this to 1e-9 in float64):
 
 * its own initialisation (``seed_all(seed); KoopmanAutoencoder(cfg)``, :meth:`KAEEnsemble.from_seeds`),
 * its own batch order (a generator per member, seeded with its seed, as ``batch_indices`` draws),

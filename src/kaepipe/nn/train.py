@@ -85,8 +85,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, member_dims: int = 0) -> 
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr0, momentum=cfg.momentum, foreach=True)
     if cfg.optimizer == "adamw":
-        # fused: one kernel for all parameters (2-3x faster steps for small models, CPU and CUDA)
-        return torch.optim.AdamW(groups, lr=lr0, fused=True)
+        # fused: one kernel for all parameters (2-3x faster steps for small models, CPU and CUDA). An ensemble
+        # on the CPU: foreach, whose arithmetic per element does not depend on where the element sits in its
+        # tensor (the CPU's fused kernel rounds its vector body and its scalar tail differently, so a member's
+        # step would depend on the members stacked before it); a member then trains bit for bit as in a pack
+        # of one. On CUDA (whose batched products promise no such invariance) the fused kernel stays.
+        cpu_ensemble = member_dims > 0 and not any(p.is_cuda for p in model.parameters())
+        return torch.optim.AdamW(groups, lr=lr0, **({"foreach": True} if cpu_ensemble else {"fused": True}))
     raise ConfigError(f"optimizer must be sgd or adamw, got '{cfg.optimizer}'")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +13,8 @@ from kaepipe.config import draw_of
 from kaepipe.io import provenance, write_json, write_parquet
 from kaepipe.nn.checkpoints import save_kae
 from kaepipe.nn.ensemble import train_kae_pack
-from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
+from kaepipe.nn.kae import KoopmanAutoencoder
 from kaepipe.nn.losses import kae_metrics, loss_weights
-from kaepipe.nn.train import fit_kae, kae_train_config, seed_all
 from kaepipe.represent import load_preprocessing, load_reps
 
 
@@ -84,20 +82,10 @@ def run_kae_pack(ds: Mapping, members: Sequence[tuple[float, int]], reps_train: 
 def run_kae_training(ds: Mapping, lambda_iso: float, seed: int, reps_train: str, preprocessing: str,
                      out_model: str, out_losses: str, out_metrics: str, device: torch.device,
                      log: Callable[[str], None] = print) -> dict:
-    """Train one KAE of a dataset at one isometry weight and seed; write weights, losses and metrics."""
+    """Train one KAE of a dataset at one isometry weight and seed; write weights, losses and metrics.
 
-    kae = ds["kae"]
-    x0, xl, _ = preprocessed_pair(reps_train, preprocessing)
-    cfg = KAEConfig.from_dict({**kae, "in_features": x0.shape[1]})
-    train_cfg = kae_train_config(kae, seed)
-    seed_all(seed)
-    model = KoopmanAutoencoder(cfg).to(device)
-    x0_t, xl_t = torch.as_tensor(x0, device=device), torch.as_tensor(xl, device=device)
-    log(f"training KAE {cfg.to_dict()} on {len(x0)} pairs, lambda_iso {lambda_iso}, seed {seed}, "
-        f"{train_cfg.epochs} epochs, device {device}")
-    t0 = time.perf_counter()
-    weights = loss_weights(kae.get("loss_weights"), lambda_iso)
-    curve = fit_kae(model, x0_t, xl_t, train_cfg, weights, log=log, log_every=max(1, train_cfg.epochs // 10))
-    seconds = time.perf_counter() - t0
-    return _write_member(ds, kae, model, curve, x0_t, xl_t, lambda_iso, seed, train_cfg, seconds,
-                         {"model": out_model, "losses": out_losses, "metrics": out_metrics}, device, log)
+    A pack of one (`run_kae_pack`): the KAE's files are bit for bit those it gets in a pack of any size
+    on the same machine, so `kae.pack` changes how the grid is scheduled, never its numbers.
+    """
+    outputs = {"model": out_model, "losses": out_losses, "metrics": out_metrics}
+    return run_kae_pack(ds, [(lambda_iso, seed)], reps_train, preprocessing, [outputs], device, log)[0]

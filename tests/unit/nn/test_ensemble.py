@@ -186,6 +186,29 @@ def test_float32_curves_agree():
     assert dev < 1e-4
 
 
+@pytest.mark.parametrize("parametrization, latent", [("exponential", 6), ("exponential", 32), ("linear", 6),
+                                                     ("eigen", 6)])
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_float32_member_is_bit_for_bit_its_pack_of_one(parametrization, latent, optimizer):
+    """kae.pack decides how a grid is scheduled, never its numbers: each member of a float32 pack ends with
+    exactly the weights and curve it gets trained alone as a pack of one (100 steps, the clip biting).
+
+    What would break it: torch's matrix_exp takes another algorithm for a batch of one (expm pads it),
+    the CPU's fused AdamW rounds an element by where it sits in the stacked tensor (ensembles use foreach).
+    latent 32 takes kaepipe.linalg.expm's own scheme (one matrix at a time) instead of torch's."""
+    cfg = KAEConfig(5, 8, latent, 3, parametrization=parametrization)
+    tcfg = replace(train_cfg(20), optimizer=optimizer)
+    x0, xl = data(dtype=torch.float32)
+    pack, curves = ensemble(cfg, tcfg, x0, xl, torch.float32)
+    for i, (lam, seed) in enumerate(zip(LAMBDAS, SEEDS)):
+        alone = KAEEnsemble.from_seeds(cfg, [seed])
+        curve = fit_kae_ensemble(alone, x0, xl, tcfg, [lam], [seed], log=quiet)[0]
+        for k, v in alone.member(0).state_dict().items():
+            assert torch.equal(v, pack.member(i).state_dict()[k]), (i, k)
+        pd.testing.assert_frame_equal(curve, curves[i], check_exact=True)
+    assert not torch.equal(pack.member(1).koopman.weight, pack.member(3).koopman.weight)  # seed 3 vs 7, weight 0.5
+
+
 def test_a_diverging_member_raises_naming_its_weight_and_seed():
     cfg = KAEConfig(5, 8, 6, 3)
     x0, xl = data(dtype=torch.float32)
