@@ -7,6 +7,14 @@ preprocessing.safetensors (a finished `representations` job), takes the dataset'
 config files (default: config.yaml), trains the pack's members (grid: every isometry weight x seed; lambda
 VALUE: the seeds of one weight) with `kaepipe.stages.kae.run_kae_pack`, writes their files under --out, and
 prints the wall time, the time per KAE, and each member's final training loss.
+
+--seeds replaces the config's seeds; --accuracy also measures every member's surrogate accuracy (the
+`surrogate_accuracy` stage) and prints, per protocol, the mean (std) over all seeds and how far a mean over
+five of them strays: the seed-to-seed spread a five-seed table cell carries. The spread study of the
+README (Yin-Yang, lambda_iso 1, 29 seeds, about 6 min on one core):
+
+    python bench/bench_pack.py --pack 1 --seeds 21 365 53 74 99 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 \
+        20 22 23 24 25 --accuracy --out /tmp/spread
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import statistics
 import time
 from pathlib import Path
 
@@ -21,6 +31,7 @@ from kaepipe.config import dataset_config, lambda_tag, load_yaml, merged
 from kaepipe.nn.train import configure_torch
 from kaepipe.stages import paths as P
 from kaepipe.stages.kae import run_kae_pack
+from kaepipe.stages.surrogate import run_surrogate_pack
 
 
 def main() -> None:
@@ -33,6 +44,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="/tmp/kaepipe_pack")
+    ap.add_argument("--seeds", type=int, nargs="+", help="override kae.seeds")
+    ap.add_argument("--accuracy", action="store_true", help="also the surrogate accuracy of every member")
     args = ap.parse_args()
 
     config: dict = {}
@@ -42,6 +55,8 @@ def main() -> None:
     if args.epochs:
         ds["kae"]["epochs"] = args.epochs
     kae = ds["kae"]
+    if args.seeds:
+        kae["seeds"] = args.seeds
     lams = kae["lambda_iso"] if args.pack == "grid" else [float(args.pack)]
     members = [(float(lam), int(s)) for lam in lams for s in kae["seeds"]]
     out = Path(args.out)
@@ -65,7 +80,34 @@ def main() -> None:
     summary = {"members": len(members), "wall_s": wall, "train_s": metrics[0]["pack"]["seconds"],
                "device": str(device), "final_total": {f"{lam:g}/{s}": m["train_metrics"]["total"]
                                                       for (lam, s), m in zip(members, metrics)}}
+    if args.accuracy:
+        summary["accuracy"] = accuracy(ds, config, args, members, outputs, reps, device)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def accuracy(ds: dict, config: dict, args, members, outputs, reps: Path, device) -> dict:
+    """Every member's surrogate macro accuracy per protocol; mean, std and the spread of five-seed means."""
+    base = P.fill(P.BASE_MODEL, dataset=args.dataset, draw=P.first_draw(config, args.dataset))
+    base = Path(args.results) / Path(base).relative_to("results")
+    jsons = [str(Path(o["metrics"]).with_name("accuracy.json")) for o in outputs]
+    accs = run_surrogate_pack(ds, [o["model"] for o in outputs], str(base), str(reps / "preprocessing.safetensors"),
+                              {split: str(reps / f"{split}.pt") for split in ("train", "test")}, jsons, device,
+                              log=lambda _msg: None)
+    result: dict = {}
+    rng = random.Random(0)
+    for protocol in accs[0]["protocols"]:
+        values = [a["protocols"][protocol]["macro"] for a in accs]
+        line = f"{protocol}: mean {statistics.mean(values):.3f} (std {statistics.pstdev(values):.3f}) over {len(values)}"
+        result[protocol] = {f"{lam:g}/{s}": v for (lam, s), v in zip(members, values)}
+        if len(values) >= 10:
+            fives = [statistics.mean(rng.sample(values, 5)) for _ in range(20000)]
+            mean = statistics.mean(values)
+            line += (f"; a mean of 5 of them: std {statistics.pstdev(fives):.3f}, more than 0.15 from the mean in "
+                     f"{100 * sum(abs(f - mean) > 0.15 for f in fives) / len(fives):.0f} % of draws")
+        print(line)
+        for (lam, s), v in zip(members, values):
+            print(f"  lambda_iso {lam:<8g} seed {s:<4d} {v:.2f}")
+    return result
 
 
 if __name__ == "__main__":
