@@ -211,7 +211,7 @@ def _matrix_exp_batch(W: torch.Tensor) -> torch.Tensor:
     """``torch.linalg.matrix_exp`` of a batch (..., p, p), each member independent of the batch's size.
 
     torch evaluates a batch of two or more matrices with one algorithm (degree 18, each member scaled by its
-    own norm, its products batch-invariant) and a single matrix with another (the cheapest sufficient
+    own norm, its products batch-invariant on the CPU) and a single matrix with another (the cheapest sufficient
     degree), so an ensemble member's operator, and its gradient, would change with the number of members.
     A batch of one is evaluated with a zero matrix beside it: the same member gives the same bits in a
     batch of any size.

@@ -85,7 +85,7 @@ def run_kae_training(ds: Mapping, lambda_iso: float, seed: int, reps_train: str,
     """Train one KAE of a dataset at one isometry weight and seed; write weights, losses and metrics.
 
     A pack of one (`run_kae_pack`): the KAE's files are bit for bit those it gets in a pack of any size
-    on the same machine, so `kae.pack` changes how the grid is scheduled, never its numbers.
+    on the same CPU, so `kae.pack` changes how the grid is scheduled, never its numbers.
     """
     outputs = {"model": out_model, "losses": out_losses, "metrics": out_metrics}
     return run_kae_pack(ds, [(lambda_iso, seed)], reps_train, preprocessing, [outputs], device, log)[0]
