@@ -47,7 +47,6 @@ from kaepipe.network import HeadLike, LayeredNetwork, NetworkError
 from kaepipe.nn.ensemble import train_kae_pack
 from kaepipe.nn.kae import KAEConfig, KoopmanAutoencoder
 from kaepipe.nn.losses import kae_metrics, loss_weights
-from kaepipe.nn.resmlp import predict
 from kaepipe.nn.train import TrainConfig
 from kaepipe.represent import LayerTransform, fit_preprocessing
 from kaepipe.settings import default_eps, unlearn_settings
@@ -169,9 +168,9 @@ class KoopmanAnalysis:
         example = x[:64].to(self.device)
         self.network_ = LayeredNetwork.from_module(self.model, self.layers, example, head=self.head)
         self.layer_widths_ = self.network_.widths
-        self.n_classes_ = int(self.network_.head(self.network_.record(example[:2])[-1]).shape[1])
+        reps, logits = self._record(x, with_output=True)
+        self.n_classes_ = logits.shape[1]
         self._check_labels(labels, "training")
-        reps = self._record(x)
         self.n_train_ = len(x)
         self._say(f"recorded {len(reps)} layers of {len(x)} training samples, widths {self.layer_widths_}")
         self.preprocessing_: list[LayerTransform] = fit_preprocessing(reps, self.pca_dim, self.frobenius)
@@ -230,8 +229,9 @@ class KoopmanAnalysis:
         self._check_fitted()
         x, labels = self._data(X, y, "score")
         self._check_labels(labels, "scored")
-        pred_net = predict(self.model, x.to(self.device), self.batch_size).cpu().numpy()
-        x0 = self.preprocessing_[0].apply(self._record(x, [0])[0])
+        (layer0,), logits = self._record(x, [0], with_output=True)  # one forward pass: layer 0 and the logits
+        pred_net = logits.argmax(1)
+        x0 = self.preprocessing_[0].apply(layer0)
         rows = [self._row("network", None, accuracy_report(pred_net, labels, self.n_classes_))]
         for i, s in enumerate(self.seeds):
             rows.append(self._row("surrogate", s, accuracy_report(self.surrogate(i).predict(x0), labels,
@@ -321,10 +321,14 @@ class KoopmanAnalysis:
         settings: the pipeline's `unlearn` block or part of it (e.g. {"reg": 0.3} for paper,
         {"region": {"reg": 1.0}} for region), over the config schema's defaults."""
         self._check_fitted()
-        target_class = self._check_class(target_class)
+        return self._edit(self._check_class(target_class), method, settings)[1]
+
+    def _edit(self, target_class: int, method: str, settings: Mapping[str, Any] | None
+              ) -> tuple[Mapping[str, Any], list[KoopmanAutoencoder]]:
+        """The method's resolved settings and each seed's edited KAE."""
         m = get_method(method)
         s = m.settings(unlearn_settings({"unlearn": dict(settings or {})}))
-        return [kae.with_operator(m.edit(self._problem(i), target_class, s)) for i, kae in enumerate(self.kaes_)]
+        return s, [kae.with_operator(m.edit(self._problem(i), target_class, s)) for i, kae in enumerate(self.kaes_)]
 
     def unlearn(self, target_class: int, X: DataLike, y: np.ndarray | torch.Tensor | None = None, *,
                 methods: Sequence[str] = ("paper", "region"), settings: Mapping[str, Any] | None = None
@@ -349,10 +353,8 @@ class KoopmanAnalysis:
         rows = []
         for method in methods:
             t0 = time.perf_counter()
-            edited = self.edit(target_class, method, settings)
+            s, edited = self._edit(target_class, method, settings)
             seconds = (time.perf_counter() - t0) / len(edited)
-            m = get_method(method)
-            s = m.settings(unlearn_settings({"unlearn": dict(settings or {})}))
             for i, (kae, seed) in enumerate(zip(edited, self.seeds)):
                 after = accuracy_report(self.surrogate(kae=kae).predict(x0), labels, self.n_classes_)
                 ba = before_after(before[i], after, target_class)
@@ -395,13 +397,18 @@ class KoopmanAnalysis:
             raise DataError(f"{what} labels {bad[:10].tolist()} are outside the network's classes "
                             f"0..{self.n_classes_ - 1} ({self.n_classes_} logits)")
 
-    def _record(self, x: torch.Tensor, which: Sequence[int] | None = None) -> list[np.ndarray]:
-        """The flattened layers of inputs x (on the CPU), as float32 arrays; recorded on the device in chunks."""
+    def _record(self, x: torch.Tensor, which: Sequence[int] | None = None, with_output: bool = False
+                ) -> list[np.ndarray] | tuple[list[np.ndarray], np.ndarray]:
+        """The flattened layers of inputs x (on the CPU), as float32 arrays, recorded on the device in chunks;
+        with `with_output`, also the network's logits (n, classes) of the same forward passes."""
         parts: list[list[np.ndarray]] = []
         for start in range(0, len(x), self.batch_size):
-            layers = self.network_.record(x[start:start + self.batch_size].to(self.device), self.batch_size)
-            parts.append([layers[i].float().cpu().numpy() for i in (which if which is not None else range(len(layers)))])
-        return [np.concatenate(chunks) for chunks in zip(*parts)]
+            layers, logits = self.network_.record(x[start:start + self.batch_size].to(self.device), self.batch_size,
+                                                  with_output=True)
+            kept = [layers[i].float().cpu().numpy() for i in (which if which is not None else range(len(layers)))]
+            parts.append([*kept, logits.float().cpu().numpy()])
+        arrays = [np.concatenate(chunks) for chunks in zip(*parts)]
+        return (arrays[:-1], arrays[-1]) if with_output else arrays[:-1]
 
     def _data(self, X: DataLike, y, what: str, labels: bool = True) -> tuple[torch.Tensor, np.ndarray | None]:
         """Inputs as one CPU tensor (floating inputs in the model's dtype) and labels as an int64 array."""

@@ -82,12 +82,14 @@ def check_layers(model: nn.Module, layers: Sequence[str]) -> list[str]:
 
 @torch.no_grad()
 def record(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 4096,
-           flatten: bool = True) -> list[torch.Tensor]:
+           flatten: bool = True, with_output: bool = False
+           ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
     """The outputs of the named modules for inputs x, recorded with forward hooks in eval mode.
 
     x: (n, ...) on the model's device. Returns one tensor per layer on that device: (n, d_l) when
-    `flatten`, else in the module's own output shape. A module called more than once per forward pass,
-    or one that returns something other than a tensor, is refused (its representation is ambiguous).
+    `flatten`, else in the module's own output shape; with `with_output`, also the network's own output
+    (its logits) of the same forward pass. A module called more than once per forward pass, or one that
+    returns something other than a tensor, is refused (its representation is ambiguous).
     """
     layers = check_layers(model, layers)
     store: list[list[torch.Tensor]] = [[] for _ in layers]
@@ -105,9 +107,10 @@ def record(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size:
     handles = [get_module(model, name).register_forward_hook(hook(i)) for i, name in enumerate(layers)]
     was_training = model.training
     model.eval()
+    outputs = []
     try:
         for batches, start in enumerate(range(0, len(x), batch_size), start=1):
-            model(x[start:start + batch_size])
+            outputs.append(model(x[start:start + batch_size]))
             for name, c in zip(layers, calls):
                 if c != batches:
                     raise NetworkError(f"module {name!r} ran {c - batches + 1} times in one forward pass; name a "
@@ -116,7 +119,12 @@ def record(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return [torch.cat(chunks) for chunks in store]
+    recorded = [torch.cat(chunks) for chunks in store]
+    if not with_output:
+        return recorded
+    if not all(isinstance(o, torch.Tensor) for o in outputs):
+        raise NetworkError(f"the network must return logits (n, classes); it returned {type(outputs[0]).__name__}")
+    return recorded, torch.cat(outputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,12 +265,12 @@ class LayeredNetwork:
         layers = check_layers(module, layers)
         if len(example) == 0:
             raise NetworkError("the example batch is empty; give a few input samples")
-        outs = record(module, layers, example, flatten=False)
+        outs, logits = record(module, layers, example, flatten=False, with_output=True)
         shapes = [tuple(o.shape[1:]) for o in outs]
         remainder = head if head is not None else head_after(module, layers[-1])
         flat = FlatHead(remainder, shapes[-1])
         net = cls(module, layers, flat, shapes)
-        net.check_head(example, outs[-1].flatten(1), rtol=rtol, atol=atol, given=head is not None)
+        net.check_head(outs[-1].flatten(1), logits, rtol=rtol, atol=atol, given=head is not None)
         return net
 
     @property
@@ -271,19 +279,17 @@ class LayeredNetwork:
         return [int(np.prod(s)) for s in self.shapes]
 
     @torch.no_grad()
-    def check_head(self, x: torch.Tensor, last: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5,
+    def check_head(self, last: torch.Tensor, want: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5,
                    given: bool = False) -> None:
-        """Raise NetworkError unless head(last) equals the network's logits for inputs x."""
-        was_training = self.module.training
-        self.module.eval()
+        """Raise NetworkError unless head(last) equals `want`, the network's logits for the inputs whose
+        flattened last layer is `last` (both from one `record(..., with_output=True)` pass)."""
+        was_training = self.module.training  # the head may share the network's modules
         try:
-            want = self.module(x)
-            try:
-                got = self.head.eval()(last)
-            except Exception as exc:  # a head that does not take this layer's output
-                raise NetworkError(f"the head ({'given' if given else 'found after ' + repr(self.layers[-1])}) does "
-                                   f"not take layer {self.layers[-1]!r}'s output of shape {self.shapes[-1]} per "
-                                   f"sample: {type(exc).__name__}: {exc}") from exc
+            got = self.head.eval()(last)
+        except Exception as exc:  # a head that does not take this layer's output
+            raise NetworkError(f"the head ({'given' if given else 'found after ' + repr(self.layers[-1])}) does "
+                               f"not take layer {self.layers[-1]!r}'s output of shape {self.shapes[-1]} per "
+                               f"sample: {type(exc).__name__}: {exc}") from exc
         finally:
             self.module.train(was_training)
         if not isinstance(want, torch.Tensor) or want.ndim != 2:
@@ -295,9 +301,11 @@ class LayeredNetwork:
                                f"{tuple(got.shape)} vs {tuple(want.shape)}, largest difference {diff:.3g}); "
                                "give the head explicitly")
 
-    def record(self, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
-        """Flattened representations [(n, d_l)] of every layer for inputs x (on the network's device)."""
-        return record(self.module, self.layers, x, batch_size)
+    def record(self, x: torch.Tensor, batch_size: int = 4096, with_output: bool = False
+               ) -> list[torch.Tensor] | tuple[list[torch.Tensor], torch.Tensor]:
+        """Flattened representations [(n, d_l)] of every layer for inputs x (on the network's device); with
+        `with_output`, also the network's logits (n, classes) of the same forward pass."""
+        return record(self.module, self.layers, x, batch_size, with_output=with_output)
 
     def to(self, device: torch.device | str) -> LayeredNetwork:
         self.module.to(device)

@@ -12,7 +12,6 @@ import scipy.linalg
 import torch
 
 from kaepipe.errors import DataError
-from kaepipe.network import LayeredNetwork
 from kaepipe.tensor_io import load_safetensors, load_torch, save_safetensors
 
 
@@ -131,12 +130,6 @@ def reps_frame(layers: Sequence[np.ndarray], labels: np.ndarray, prefix: str = "
     df.insert(0, "label", np.tile(labels.astype(np.int64), len(layers)))
     df.insert(0, "sample", np.tile(np.arange(n, dtype=np.int64), len(layers)))
     return df
-
-
-def layer_tensors(net: LayeredNetwork, x: np.ndarray, device: torch.device) -> list[np.ndarray]:
-    """Representations L0..Lm of a frozen network for inputs x, flattened: one float32 (n, width_l) array per
-    layer."""
-    return [a.cpu().numpy().astype(np.float32) for a in net.to(device).record(torch.as_tensor(x, device=device))]
 
 
 def load_reps(path: str | Path) -> tuple[list[np.ndarray], np.ndarray]:

@@ -22,6 +22,7 @@ from kaepipe.evaluate import accuracy_report, surrogate_predictions
 from kaepipe.network import NetworkError
 from kaepipe.nn.resmlp import ResMLP, ResMLPConfig, record_layers
 from kaepipe.nn.train import TrainConfig, seed_all, train_classifier
+from tests.toy_networks import Skip
 
 LAYERS = ["block1", "block2", "block3"]
 
@@ -313,20 +314,8 @@ def test_a_head_that_does_not_fit_the_layer_is_refused(net, data):
         KoopmanAnalysis(net, LAYERS, head=nn.Linear(16, 3), pca_dim=16).fit(x, y)
 
 
-class Residual(nn.Module):
-    """out(relu(b(h)) + h) with h = relu(a(x)): the head after b needs h too, so it must be given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b, self.out = nn.Linear(2, 8), nn.Linear(8, 8), nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.a(x))
-        return self.out(torch.relu(self.b(h)) + h)
-
-
 class Blocked(nn.Module):
-    """Residual's computation with its skip connection inside one module, `block`."""
+    """Skip's computation with its skip connection inside one module, `block`."""
 
     class Block(nn.Module):
         def __init__(self, b: nn.Linear) -> None:
@@ -336,7 +325,7 @@ class Blocked(nn.Module):
         def forward(self, h: torch.Tensor) -> torch.Tensor:
             return torch.relu(self.b(h)) + h
 
-    def __init__(self, model: Residual) -> None:
+    def __init__(self, model: Skip) -> None:
         super().__init__()
         self.a, self.block, self.out = model.a, self.Block(model.b), model.out
 
@@ -347,7 +336,7 @@ class Blocked(nn.Module):
 def test_a_head_that_cannot_be_cut_must_be_given_and_a_wrong_one_is_refused(data):
     x, y, _, _ = data
     torch.manual_seed(0)
-    model = Residual().eval()
+    model = Skip(2, 8, 3).eval()
     with pytest.raises(NetworkError, match=r"after 'b' also reads relu, computed from the input before it \(a skip "
                                            r"connection around the layer\?\); give the head explicitly"):
         KoopmanAnalysis(model, ["a", "b"]).fit(x, y)

@@ -23,6 +23,7 @@ from kaepipe.network import (
     record,
 )
 from kaepipe.nn.resmlp import ResMLP, ResMLPConfig
+from tests.toy_networks import Skip
 
 
 class SmallCNN(nn.Module):
@@ -41,18 +42,6 @@ class SmallCNN(nn.Module):
         h = self.pool(F.relu(self.conv2(h)))
         h = F.relu(self.fc1(torch.flatten(h, 1)))
         return self.fc2(h)
-
-
-class Skip(nn.Module):
-    """out(b(a(x)) + a(x)): the value a(x) goes around module b."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b, self.out = nn.Linear(3, 6), nn.Linear(6, 6), nn.Linear(6, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.a(x))
-        return self.out(torch.relu(self.b(h)) + h)
 
 
 class Branchy(nn.Module):

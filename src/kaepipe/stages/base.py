@@ -60,11 +60,12 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
 
     `ds`: the settings of one draw (kaepipe.config.dataset_config(config, name, draw)); the draw is the
     network's seed (initialisation and batch order)."""
-    x_train, y_train = read_split(split_paths["train"], ds["classes"], "train")
     draw = draw_of(ds)
     if draw is None:
         raise ConfigError(f"datasets.{ds.get('name')}.base.seeds: the base network trains one draw at a time; "
                           f"give the settings of one draw (kaepipe.config.dataset_config(config, name, draw))")
+    splits = {s: read_split(p, ds["classes"], s) for s, p in split_paths.items()}  # each file read once
+    x_train, y_train = splits["train"]
     cfg = TrainConfig.from_dict({**ds["base"], "seed": draw})
     seed_all(cfg.seed)
     weights = ds["base"].get("weights")
@@ -83,7 +84,6 @@ def run_base_training(ds: Mapping, split_paths: Mapping[str, str], out_model: st
     seconds = time.perf_counter() - t0
     net = layered_base(ds, model, torch.as_tensor(x_train[:HEAD_CHECK_INPUTS], device=device))
     log(f"layers {net.layers}: widths {net.widths}; the head reproduces the network's logits")
-    splits = {s: read_split(p, ds["classes"], s) for s, p in split_paths.items()}
     acc = {s: evaluate_model(model, x, y, ds["classes"], device) for s, (x, y) in splits.items()}
     protocols = {p: {"split": s, **acc[s]} for p, s in ds["evaluation"].items()}
     prov = provenance({"dataset": ds["name"], "base": ds["base"], "splits": ds["splits"]})

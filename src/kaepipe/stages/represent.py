@@ -9,7 +9,7 @@ from kaepipe.data import read_split, stratified_subset
 from kaepipe.errors import ConfigError
 from kaepipe.io import provenance, write_parquet
 from kaepipe.nn.base import HEAD_CHECK_INPUTS, load_base
-from kaepipe.represent import fit_preprocessing, layer_tensors, reps_frame, save_preprocessing
+from kaepipe.represent import fit_preprocessing, reps_frame, save_preprocessing
 from kaepipe.tensor_io import save_torch
 
 
@@ -33,10 +33,10 @@ def run_representations(ds, model_path: str, split_paths: dict, out_parquet: dic
         x, y = read_split(path, ds["classes"], split)
         keep = recorded_subset(ds, split, y)
         x, y = x[keep], y[keep]
-        reps[split] = (layer_tensors(net, x, device), y)
+        layers, logits = net.record(torch.as_tensor(x, device=device), with_output=True)
         if split == "train":  # the head reproduces the network on these inputs too (not only on the base rule's)
-            net.check_head(torch.as_tensor(x[:HEAD_CHECK_INPUTS], device=device),
-                           torch.as_tensor(reps[split][0][-1][:HEAD_CHECK_INPUTS], device=device))
+            net.check_head(layers[-1][:HEAD_CHECK_INPUTS], logits[:HEAD_CHECK_INPUTS])
+        reps[split] = ([a.cpu().numpy().astype(np.float32) for a in layers], y)
         log(f"{split}: {len(reps[split][0])} layers {net.layers} x {len(y)} samples, widths {net.widths}")
     pre = ds.get("preprocess", {})
     transforms = fit_preprocessing(list(reps["train"][0]), pre.get("pca_dim"), pre.get("frobenius", 100.0))
