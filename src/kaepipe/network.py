@@ -249,7 +249,8 @@ class LayeredNetwork:
     def with_shapes(cls, module: nn.Module, layers: Sequence[str], shapes: Sequence[Sequence[int]],
                     head: HeadLike | None = None) -> LayeredNetwork:
         """Wrap a network whose layer shapes are known (e.g. from its checkpoint), without an example batch:
-        the head is cut from its fx graph unless given. Nothing is run: check it with `check_head`."""
+        the head is cut from its fx graph unless given. Nothing is run: check it with `check_head` on the layers
+        and logits of one `record(..., with_output=True)` pass."""
         layers = check_layers(module, layers)
         if len(shapes) != len(layers):
             raise NetworkError(f"{len(shapes)} layer shapes for {len(layers)} layers {layers}")
